@@ -1,0 +1,193 @@
+"""Byte-level encodings of spec §2: b64u, strict JSON, canonical JSON (JCS) and CIDs.
+
+Pure functions, no I/O. Every decoder rejects what the spec calls invalid with an
+:class:`~auditor.errors.EncodingError` that says what was found and what was expected.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from typing import Any
+
+from auditor.errors import EncodingError
+
+__all__ = [
+    "CID_BINARY_LEN",
+    "CID_PREFIX",
+    "CID_TEXT_LEN",
+    "MAX_ENVELOPE_BYTES",
+    "MAX_SAFE_INT",
+    "b64u_decode",
+    "b64u_encode",
+    "cid_binary",
+    "cid_from_binary",
+    "cid_of",
+    "cid_to_binary",
+    "is_cid_text",
+    "jcs",
+    "parse_json",
+    "sha256",
+]
+
+MAX_SAFE_INT = 2**53 - 1
+MAX_ENVELOPE_BYTES = 8 * 1024 * 1024  # spec §3
+
+# spec §2: CIDv1 (0x01), multicodec json (0x0200 as varint 80 04), sha2-256 (0x12), 32 bytes.
+CID_PREFIX = bytes([0x01, 0x80, 0x04, 0x12, 0x20])
+# The spec text says "36 bytes" and "59 characters"; its own layout (5 + 32 bytes) and its
+# vectors give 37 and 61. We follow the layout and the vectors (docs/decisions.md, D1).
+CID_BINARY_LEN = 37
+CID_TEXT_LEN = 61
+_CID_TEXT = re.compile(r"^bagaaiera[a-z2-7]{52}$")
+_B64U = re.compile(r"^[A-Za-z0-9_-]*$")
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+# ---------------------------------------------------------------------------- b64u
+
+
+def b64u_encode(data: bytes) -> str:
+    """base64url without padding (spec §2)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64u_decode(text: str, *, length: int | None = None, what: str = "b64u") -> bytes:
+    """Decode strict base64url: no padding, URL alphabet, canonical trailing bits.
+
+    With ``length``, the decoded bytes must have exactly that many bytes.
+    """
+    if not isinstance(text, str):
+        raise EncodingError(what, type(text).__name__, "a base64url string")
+    if len(text) % 4 == 1 or not _B64U.match(text):
+        raise EncodingError(what, _show(text), "base64url without padding (RFC 4648 §5)")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as e:  # pragma: no cover - regex screens first
+        raise EncodingError(what, _show(text), "base64url without padding") from e
+    if b64u_encode(raw) != text:
+        raise EncodingError(what, _show(text), "canonical base64url (unused trailing bits zero)")
+    if length is not None and len(raw) != length:
+        raise EncodingError(what, f"{len(raw)} bytes", f"{length} bytes")
+    return raw
+
+
+# ---------------------------------------------------------------------------- JSON
+
+
+class _Rejected(ValueError):
+    """Raised inside json hooks; turned into an EncodingError by parse_json."""
+
+
+def _reject_float(text: str) -> Any:
+    raise _Rejected(f"the number {text} (floating point)")
+
+
+def _reject_constant(text: str) -> Any:
+    raise _Rejected(f"the constant {text}")
+
+
+def _checked_int(text: str) -> int:
+    value = int(text)
+    if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
+        raise _Rejected(f"the integer {text} outside [-(2^53-1), 2^53-1]")
+    return value
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in obj:
+            raise _Rejected(f"the duplicate member name {name!r}")
+        if not name.isascii():
+            raise _Rejected(f"the non-ASCII member name {name!r}")
+        obj[name] = value
+    return obj
+
+
+def parse_json(data: bytes, *, what: str = "JSON") -> Any:
+    """Parse JSON under the restrictions of spec §2.
+
+    Rejects invalid UTF-8, floats, NaN/Infinity, integers beyond 2^53-1, duplicate or
+    non-ASCII member names, and nesting too deep to parse.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise EncodingError(what, f"invalid UTF-8 at byte {e.start}", "UTF-8 text") from e
+    try:
+        return json.loads(
+            text,
+            object_pairs_hook=_unique_object,
+            parse_float=_reject_float,
+            parse_constant=_reject_constant,
+            parse_int=_checked_int,
+        )
+    except _Rejected as e:
+        raise EncodingError(what, str(e), "JSON as restricted by spec §2") from e
+    except json.JSONDecodeError as e:
+        raise EncodingError(what, f"{e.msg} at line {e.lineno} column {e.colno}", "JSON") from e
+    except RecursionError as e:
+        raise EncodingError(what, "nesting too deep to parse", "a shallow JSON document") from e
+
+
+def jcs(value: Any) -> bytes:
+    """Canonical bytes (RFC 8785) of a value restricted as in spec §2.
+
+    Under those restrictions (no floats, ASCII member names) RFC 8785 is compact JSON
+    with sorted members and raw UTF-8. Lone surrogates cannot be encoded and raise.
+    """
+    try:
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
+    except (UnicodeEncodeError, ValueError, TypeError) as e:
+        raise EncodingError("JSON value", str(e), "a value with a canonical encoding") from e
+
+
+# ---------------------------------------------------------------------------- CID
+
+
+def cid_binary(data: bytes) -> bytes:
+    """The 37-byte binary CID of ``data`` (spec §2)."""
+    return CID_PREFIX + hashlib.sha256(data).digest()
+
+
+def cid_from_binary(binary: bytes) -> str:
+    """Text form of a binary CID: ``b`` + lowercase base32 without padding."""
+    if len(binary) != CID_BINARY_LEN or not binary.startswith(CID_PREFIX):
+        raise EncodingError("CID", f"{len(binary)} bytes {binary[:5].hex()}…", "01 80 04 12 20 ‖ sha256")
+    return "b" + base64.b32encode(binary).decode("ascii").lower().rstrip("=")
+
+
+def cid_of(data: bytes) -> str:
+    """The text CID of ``data``."""
+    return cid_from_binary(cid_binary(data))
+
+
+def is_cid_text(text: object) -> bool:
+    return isinstance(text, str) and _CID_TEXT.match(text) is not None
+
+
+def cid_to_binary(text: str, *, what: str = "CID") -> bytes:
+    """Parse a text CID; it must be a CIDv1 json/sha2-256 CID in canonical form."""
+    if not is_cid_text(text):
+        raise EncodingError(what, _show(text), "a 61-character CID starting 'bagaaiera'")
+    try:
+        binary = base64.b32decode(text[1:].upper() + "=" * 4)  # 60 chars + 4 = 64
+    except (binascii.Error, ValueError) as e:  # pragma: no cover - regex screens first
+        raise EncodingError(what, _show(text), "base32 text") from e
+    if cid_from_binary(binary) != text:
+        raise EncodingError(what, _show(text), "a canonical CID (unused trailing bits zero)")
+    return binary
+
+
+def _show(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
