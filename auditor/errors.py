@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuditError",
+    "CidMismatchError",
     "CryptoError",
     "EncodingError",
     "InputError",
@@ -52,6 +53,15 @@ class SchemaError(EncodingError):
     def in_record(self, record: str) -> SchemaError:
         """Return the same error, naming ``record``."""
         return SchemaError(self.path, self.got, self.expected, record)
+
+
+class CidMismatchError(EncodingError):
+    """Bytes served for a CID that do not hash to it (spec §3, check REC-CID)."""
+
+    def __init__(self, claimed: str, actual: str) -> None:
+        self.claimed = claimed
+        self.actual = actual
+        super().__init__(f"bytes served as {claimed}", f"bytes hashing to {actual}", claimed)
 
 
 class CryptoError(AuditError):
