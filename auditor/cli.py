@@ -1,0 +1,166 @@
+"""The ``vtaudit`` command line: thin commands over library calls, one error boundary.
+
+Exit codes (docs/cli.md):
+
+- 0: the command did its job and found nothing wrong;
+- 1: the command ran and the evidence has problems (``validate``);
+- 2: the command could not run: bad options, unreadable input, a bad trust file.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from auditor import __version__
+from auditor.errors import AuditError
+from auditor.sim.tampers import TAMPERS
+
+__all__ = ["main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _boundary(command: F) -> F:
+    """Turn our own errors into one clear line on stderr and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (AuditError, ValueError) as e:
+            click.echo(f"vtaudit: error: {e}", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vtaudit")
+def main() -> None:
+    """vtaudit: independent auditor for VoteTorrent elections.
+
+    \b
+    Try the demo election:
+      vtaudit simulate --voters 300 --out demo-out/election
+      vtaudit validate demo-out/election/evidence.car --trust demo-out/election/trust.toml
+    """
+
+
+def _list_tampers(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    width = max(len(name) for name in TAMPERS)
+    for tamper in TAMPERS.values():
+        click.echo(f"{tamper.name:<{width}}  trips {', '.join(tamper.trips)}")
+        click.echo(f"{'':<{width}}  {tamper.description}")
+    ctx.exit(0)
+
+
+@main.command()
+@click.option("--voters", type=click.IntRange(min=1), default=300, show_default=True, help="Registered voters.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same bytes (docs/simulator.md).")
+@click.option("--districts", type=click.IntRange(1, 8), default=3, show_default=True, help="Districts, one ballot template each.")
+@click.option("--turnout", type=click.FloatRange(0.0, 1.0), default=0.9, show_default=True, help="Share of registrants who vote.")
+@click.option("--tamper", type=click.Choice(sorted(TAMPERS)), default=None, metavar="KIND", help="Break one rule on purpose (see --list-tampers).")
+@click.option("--list-tampers", is_flag=True, expose_value=False, is_eager=True, callback=_list_tampers, help="List every tampering with the check ids it must trip, and exit.")
+@click.option("--format", "formats", default="dir,car", show_default=True, help="Outputs, comma-separated: dir, car, ndjson.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, help="Worker processes for blocks (0: one per core).")
+@click.option("--no-secrets", is_flag=True, help="Do not write the voters' secrets (secrets/voters.ndjson).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory (created; must be empty or new).")
+@_boundary
+def simulate(
+    voters: int, seed: int, districts: int, turnout: float, tamper: str | None, formats: str,
+    workers: int, no_secrets: bool, out: Path,
+) -> None:
+    """Simulate a complete election and publish its evidence.
+
+    Writes OUT/records/ (one envelope a file), OUT/evidence.car, OUT/trust.toml,
+    OUT/tsa-root.pem, OUT/manifest.json (counts, expected tallies) and
+    OUT/secrets/voters.ndjson (each voter's key seed and vote nonce: test material).
+
+    \b
+    Example:
+      vtaudit simulate --voters 10000 --seed 7 --out /tmp/e1
+      vtaudit simulate --voters 300 --tamper tree-omit --out /tmp/e2
+    """
+    from auditor.sim.election import SimConfig, simulate as run_simulation
+
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} is not empty; choose a new directory so no evidence is mixed")
+    chosen = tuple(f.strip() for f in formats.split(",") if f.strip())
+    config = SimConfig(
+        voters=voters, seed=seed, districts=districts, turnout_ppm=round(turnout * 1_000_000),
+        tamper=tamper, formats=chosen, workers=workers, secrets=not no_secrets,
+    )
+    started = time.perf_counter()
+    summary = run_simulation(config, out)
+    elapsed = time.perf_counter() - started
+    click.echo(f"simulated election {summary.election}")
+    click.echo(f"  {summary.records} records in {elapsed:.1f} s ({', '.join(chosen)}) under {out}")
+    for record_type, count in summary.by_type.items():
+        click.echo(f"  {record_type:<22}{count:>10}")
+    if tamper:
+        click.echo(f"  tampered: {tamper} (must trip {', '.join(TAMPERS[tamper].trips)})")
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--trust", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Trust file (spec §9).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Threads for signatures.")
+@_boundary
+def validate(sources: tuple[Path, ...], trust: Path | None, as_json: bool, workers: int) -> None:
+    """Parse every record and verify every signature and timestamp token.
+
+    SOURCES are evidence directories, .car files or .ndjson files. This is the
+    record-level layer of the audit (REC-CID, REC-SCHEMA, SIG-VALID, TSA-TOKEN,
+    TSA-IMPRINT); exit code 1 when any record fails.
+
+    \b
+    Example:
+      vtaudit validate demo-out/election/evidence.car --trust demo-out/election/trust.toml
+    """
+    from itertools import chain
+
+    from auditor.sources import iter_source
+    from auditor.trust import load_trust
+    from auditor.validate import validate_records
+
+    roots = load_trust(trust).tsa_roots if trust else ()
+    summary = validate_records(chain.from_iterable(iter_source(s) for s in sources), tsa_roots=roots, workers=workers)
+    failures = summary.failures()
+    if as_json:
+        click.echo(json.dumps({
+            "records": summary.records, "duplicates": summary.duplicates, "byType": dict(summary.by_type),
+            "signatures": summary.signatures, "tokens": summary.tokens, "failures": dict(failures),
+            "problems": [p.__dict__ for p in summary.problems[:1000]], "seconds": round(summary.seconds, 3),
+        }, indent=1, ensure_ascii=False))
+    else:
+        if trust is None:
+            click.echo("NOTE: no trust file: TSA certificates are not chained to known roots (spec §9).")
+        click.echo(
+            f"read {summary.records} records ({summary.duplicates} duplicates) in {summary.seconds:.1f} s: "
+            f"{summary.signatures} signatures, {summary.tokens} timestamp tokens"
+        )
+        for record_type, count in sorted(summary.by_type.items()):
+            click.echo(f"  {record_type:<22}{count:>10}")
+        for check in ("REC-CID", "REC-SCHEMA", "SIG-VALID", "TSA-TOKEN", "TSA-IMPRINT"):
+            status = "FAIL" if failures.get(check) else "pass"
+            click.echo(f"  {check:<12} {status:<5} {failures.get(check, 0)} failures")
+        for problem in summary.problems[:20]:
+            click.echo(f"  - {problem.check} at {problem.location}: {problem.message}")
+        if len(summary.problems) > 20:
+            click.echo(f"  … and {len(summary.problems) - 20} more (use --json)")
+    sys.exit(1 if summary.problems else 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
