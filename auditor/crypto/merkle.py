@@ -101,14 +101,7 @@ def split(n: int) -> int:
 
 
 def _leaf_hashes(leaves: Iterable[bytes]) -> list[bytes]:
-    prefix = _LEAF_PREFIX.copy
-    out: list[bytes] = []
-    append = out.append
-    for leaf in leaves:
-        h = prefix()
-        h.update(leaf)
-        append(h.digest())
-    return out
+    return list(map(leaf_hash, leaves))
 
 
 def _next_level(level: list[bytes]) -> list[bytes]:
@@ -193,18 +186,13 @@ class MerkleBuilder:
 
     def append(self, leaf: bytes) -> None:
         """Append one leaf (its data; it is hashed with :func:`leaf_hash`)."""
-        h = _LEAF_PREFIX.copy()
-        h.update(leaf)
-        self._push(h.digest())
+        self._push(leaf_hash(leaf))
 
     def extend(self, leaves: Iterable[bytes]) -> None:
         """Append several leaves in order."""
-        prefix = _LEAF_PREFIX.copy
         push = self._push
-        for leaf in leaves:
-            h = prefix()
-            h.update(leaf)
-            push(h.digest())
+        for h in map(leaf_hash, leaves):
+            push(h)
 
     def append_hash(self, leaf_hash_: bytes) -> None:
         """Append one leaf given by its leaf hash (``SHA-256(0x00 ‖ leaf)``)."""
@@ -217,10 +205,7 @@ class MerkleBuilder:
         n = self._size
         self._size = n + 1
         while n & 1:  # each trailing one bit of the old size: merge two equal subtrees
-            node = _NODE_PREFIX.copy()
-            node.update(stack.pop())
-            node.update(h)
-            h = node.digest()
+            h = node_hash(stack.pop(), h)
             n >>= 1
         stack.append(h)
 
@@ -303,24 +288,17 @@ def iter_subtree_hashes(leaves: Iterable[bytes]) -> Iterator[tuple[TreeRange, by
     each node is hashed once (O(n) in all) and the leaves may be a stream. A checker
     of spec §4.13 tally nodes can walk this alongside the tally tree.
     """
-    leaf_prefix = _LEAF_PREFIX.copy
-    node_prefix = _NODE_PREFIX.copy
     stack: list[tuple[int, bytes]] = []  # (start of a perfect subtree, its hash)
     end = 0
     for i, leaf in enumerate(leaves):
-        hasher = leaf_prefix()
-        hasher.update(leaf)
-        h = hasher.digest()
+        h = leaf_hash(leaf)
         end = i + 1
         yield TreeRange(i, end, None), h
         start = i
         k = i
         while k & 1:  # merges, as in MerkleBuilder
             left_start, left_hash = stack.pop()
-            hasher = node_prefix()
-            hasher.update(left_hash)
-            hasher.update(h)
-            h = hasher.digest()
+            h = node_hash(left_hash, h)
             yield TreeRange(left_start, end, start), h
             start = left_start
             k >>= 1

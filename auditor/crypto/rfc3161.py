@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +33,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from auditor.errors import TimestampError
@@ -46,6 +50,7 @@ _OID_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"  # RFC 5652 §11.2
 _OID_SIGNING_CERTIFICATE = "1.2.840.113549.1.9.16.2.12"  # RFC 2634 §5.4
 _OID_SIGNING_CERTIFICATE_V2 = "1.2.840.113549.1.9.16.2.47"  # RFC 5035 §3
 _OID_SHA256 = "2.16.840.1.101.3.4.2.1"
+_ESS_OIDS = (_OID_SIGNING_CERTIFICATE_V2, _OID_SIGNING_CERTIFICATE)
 _OID_KP_TIME_STAMPING = ExtendedKeyUsageOID.TIME_STAMPING.dotted_string  # 1.3.6.1.5.5.7.3.8
 
 # Digest algorithms accepted for the CMS message digest and the signature (RFC 5754 §2).
@@ -152,9 +157,7 @@ def _der_check(data: bytes) -> None:
     """
     if len(data) < 2:
         raise _DerError(f"{len(data)} bytes, too short for a TLV")
-    first = data[1]
-    header = 2 + (first & 0x7F if first & 0x80 else 0)
-    length = int.from_bytes(data[2:header], "big") if first & 0x80 else first
+    header, length = _der_header(data, 0, len(data))
     if header + length != len(data):
         raise _DerError(f"{len(data)} bytes holding an element of {header + length} bytes")
     _der_walk(data, 0, len(data), 0)
@@ -170,21 +173,7 @@ def _der_walk(data: bytes, pos: int, end: int, depth: int) -> None:
             tag = data[pos]
             if tag & 0x1F == 0x1F:
                 raise _DerError(f"high-tag-number form at byte {pos}")
-            if pos + 2 > end:
-                raise _DerError(f"truncated header at byte {pos}")
-            first = data[pos + 1]
-            if first < 0x80:
-                length, header = first, 2
-            elif first == 0x80:
-                raise _DerError(f"indefinite length at byte {pos}")
-            else:
-                n = first & 0x7F
-                if n > 4 or pos + 2 + n > end:
-                    raise _DerError(f"bad length of length at byte {pos}")
-                length = int.from_bytes(data[pos + 2 : pos + 2 + n], "big")
-                if data[pos + 2] == 0 or length < 0x80:
-                    raise _DerError(f"non-minimal length at byte {pos}")
-                header = 2 + n
+            header, length = _der_header(data, pos, end)
             start, stop = pos + header, pos + header + length
             if stop > end:
                 raise _DerError(f"length {length} past the end at byte {pos}")
@@ -192,11 +181,29 @@ def _der_walk(data: bytes, pos: int, end: int, depth: int) -> None:
             if tag & 0xC0 == 0:  # universal class: X.690 §8, §10.2
                 _der_universal(data, tag & 0x1F, constructed, start, stop)
             if constructed:
-                if length >= 256:
+                if 256 <= length <= 65_536:  # certificates repeat from token to token
                     _der_cached(data[pos:stop], depth + 1)
                 else:
                     stack.append((start, stop, depth + 1))
             pos = stop
+
+
+def _der_header(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """(header size, contents length) of the TLV at ``pos``: definite, minimal (X.690 §10.1)."""
+    if pos + 2 > end:
+        raise _DerError(f"truncated header at byte {pos}")
+    first = data[pos + 1]
+    if first < 0x80:
+        return 2, first
+    if first == 0x80:
+        raise _DerError(f"indefinite length at byte {pos}")
+    n = first & 0x7F
+    if n > 4 or pos + 2 + n > end:
+        raise _DerError(f"bad length of length at byte {pos}")
+    length = int.from_bytes(data[pos + 2 : pos + 2 + n], "big")
+    if data[pos + 2] == 0 or length < 0x80:
+        raise _DerError(f"non-minimal length at byte {pos}")
+    return 2 + n, length
 
 
 @functools.lru_cache(maxsize=256)
@@ -250,7 +257,7 @@ def _set_of_sorted(elements: Sequence[bytes]) -> bool:
     """DER order of a SET OF (X.690 §11.6): ascending, shorter padded with zeros."""
     width = max((len(e) for e in elements), default=0)
     keys = [e.ljust(width, b"\x00") for e in elements]
-    return all(a <= b for a, b in zip(keys, keys[1:], strict=False))
+    return all(a <= b for a, b in itertools.pairwise(keys))
 
 
 # ---------------------------------------------------------------------------- parsing
@@ -305,43 +312,69 @@ class _RawParts:
     """
 
     econtent: bytes  # the eContent octets: what the message-digest attribute hashes
+    digest_algorithms: bytes  # the SignedData digestAlgorithms SET
     certificates: tuple[bytes, ...]
+    crls: tuple[bytes, ...] | None  # RevocationInfoChoices (None: field absent)
     sid_issuer: bytes | None  # the Name in an issuerAndSerialNumber sid
     signed_attrs: bytes | None  # the [0] IMPLICIT SignedAttributes element
     attributes: tuple[bytes, ...]  # each Attribute in it
 
 
-def _raw_parts(der: bytes) -> _RawParts:
-    """Cut the exact spans of a token whose SignedData layout asn1crypto has accepted.
+# Tag layouts, as regular expressions over the tags of a structure's elements.
+_LAYOUT_CONTENT_INFO = re.compile(rb"\x06\xa0")  # RFC 5652 §3
+_LAYOUT_SIGNED_DATA = re.compile(rb"\x02\x31\x30\xa0?\xa1?\x31")  # RFC 5652 §5.1
+_LAYOUT_ENCAP = re.compile(rb"\x06\xa0")  # RFC 5652 §5.2, eContent required (RFC 3161)
+_LAYOUT_SIGNER_INFO = re.compile(rb"\x02[\x30\x80]\x30\xa0?\x30\x04\xa1?")  # RFC 5652 §5.3
 
-    ContentInfo ::= SEQ { contentType, [0] EXPLICIT SignedData } (RFC 5652 §3);
-    SignedData ::= SEQ { version, digestAlgorithms, encapContentInfo,
-    [0] certificates OPT, [1] crls OPT, signerInfos } (§5.1); SignerInfo ::= SEQ {
-    version, sid, digestAlgorithm, [0] signedAttrs OPT, ... } (§5.3).
+
+def _fields(der: bytes, parent: _Tlv, layout: re.Pattern[bytes], what: str) -> list[_Tlv]:
+    """The elements of ``parent``, whose tags must match ``layout`` exactly."""
+    fields = _tlvs(der, parent.body, parent.end)
+    tags = bytes(t.tag for t in fields)
+    if layout.fullmatch(tags) is None:
+        raise TimestampError(_problem(f"{what} layout", f"tags {tags.hex(' ')}", layout.pattern))
+    return fields
+
+
+def _raw_parts(der: bytes) -> _RawParts:
+    """Check the tag layout of the token's CMS frame and cut its exact spans.
+
+    asn1crypto is lenient about some tags it has not been asked to read yet; this walk
+    is not: every element of ContentInfo, SignedData, EncapsulatedContentInfo and the
+    SignerInfo must carry exactly the tag RFC 5652 gives it.
     """
     top = _tlvs(der, 0, len(der))[0]
-    signed_data = _child(der, _child(der, top, 1), 0)
-    fields = _tlvs(der, signed_data.body, signed_data.end)
-    encap = _tlvs(der, fields[2].body, fields[2].end)
-    if len(encap) != 2:
-        raise TimestampError(_problem("eContent", "absent", "a TSTInfo (RFC 3161 §2.4.2)"))
-    econtent = _child(der, encap[1], 0)
-    if econtent.tag != 0x04:
-        raise TimestampError(_problem("eContent", f"tag {econtent.tag:#04x}", "an OCTET STRING"))
+    content = _fields(der, top, _LAYOUT_CONTENT_INFO, "ContentInfo")[1]
+    signed_data = _tlvs(der, content.body, content.end)
+    if len(signed_data) != 1 or signed_data[0].tag != 0x30:
+        raise TimestampError(_problem("ContentInfo content", "not one SEQUENCE", "SignedData"))
+    fields = _fields(der, signed_data[0], _LAYOUT_SIGNED_DATA, "SignedData")
+    explicit = _fields(der, fields[2], _LAYOUT_ENCAP, "encapContentInfo")[1]
+    econtent = _tlvs(der, explicit.body, explicit.end)
+    if len(econtent) != 1 or econtent[0].tag != 0x04:
+        raise TimestampError(_problem("eContent", "not one OCTET STRING", "a DER TSTInfo"))
     certificates: tuple[bytes, ...] = ()
-    if fields[3].tag == 0xA0:
-        cert_tlvs = _tlvs(der, fields[3].body, fields[3].end)
-        for index, cert in enumerate(cert_tlvs):
-            if cert.tag != 0x30:  # RFC 5652 §10.2.2: only plain X.509 is of use here
-                raise TimestampError(_problem(f"token certificate #{index}",
-                                              f"CertificateChoices tag {cert.tag:#04x}",
-                                              "an X.509 certificate"))  # fmt: skip
-        certificates = tuple(der[t.start : t.end] for t in cert_tlvs)
+    crls: tuple[bytes, ...] | None = None
+    for field in fields[3:-1]:
+        elements = tuple(der[t.start : t.end] for t in _tlvs(der, field.body, field.end))
+        if field.tag == 0xA0:
+            certificates = elements
+        else:
+            crls = elements
+    for index, cert in enumerate(certificates):
+        if cert[0] != 0x30:  # RFC 5652 §10.2.2: only plain X.509 certificates
+            raise TimestampError(
+                _problem(
+                    f"token certificate #{index}",
+                    f"CertificateChoices tag {cert[0]:#04x}",
+                    "an X.509 certificate (tag 0x30)",
+                )
+            )
     signers = _tlvs(der, fields[-1].body, fields[-1].end)
     sid_issuer = signed_attrs = None
     attributes: tuple[bytes, ...] = ()
     if len(signers) == 1:
-        signer_fields = _tlvs(der, signers[0].body, signers[0].end)
+        signer_fields = _fields(der, signers[0], _LAYOUT_SIGNER_INFO, "SignerInfo")
         sid = signer_fields[1]
         if sid.tag == 0x30:
             issuer = _child(der, sid, 0)
@@ -351,8 +384,10 @@ def _raw_parts(der: bytes) -> _RawParts:
             signed_attrs = der[attrs.start : attrs.end]
             attributes = tuple(der[t.start : t.end] for t in _tlvs(der, attrs.body, attrs.end))
     return _RawParts(
-        econtent=der[econtent.body : econtent.end],
+        econtent=der[econtent[0].body : econtent[0].end],
+        digest_algorithms=der[fields[1].start : fields[1].end],
         certificates=certificates,
+        crls=crls,
         sid_issuer=sid_issuer,
         signed_attrs=signed_attrs,
         attributes=attributes,
@@ -372,9 +407,12 @@ def _parse_gen_time(raw: bytes) -> _GenTime:
     match = _GEN_TIME.fullmatch(raw)
     if match is None:
         raise TimestampError(
-            _problem("TSTInfo genTime", repr(raw.decode("ascii", "replace")),
-                     "YYYYMMDDhhmmss[.s...]Z without trailing zeros (RFC 3161 §2.4.2)")
-        )  # fmt: skip
+            _problem(
+                "TSTInfo genTime",
+                repr(raw.decode("ascii", "replace")),
+                "YYYYMMDDhhmmss[.s...]Z without trailing zeros (RFC 3161 §2.4.2)",
+            )
+        )
     y, mo, d, h, mi, s = (int(g) for g in match.groups()[:6])
     try:
         seconds = int(datetime(y, mo, d, h, mi, s, tzinfo=UTC).timestamp())
@@ -459,6 +497,7 @@ class _Cert:
     issuer_der: bytes
     serial: int
     key_id: bytes | None  # subjectKeyIdentifier extension value
+    spki: bytes  # DER SubjectPublicKeyInfo
     not_before: int  # Unix seconds, RFC 5280 §4.1.2.5 (inclusive)
     not_after: int
     public_key: Any
@@ -481,8 +520,15 @@ def _cert(der: bytes) -> _Cert:
 
     Raises ValueError when ``der`` is not a certificate cryptography reads in full.
     """
-    cert = x509.load_der_x509_certificate(der)
-    extensions = cert.extensions  # parses every extension; malformed ones raise here
+    with warnings.catch_warnings():  # cryptography warns on some RFC 5280 breaches: refuse
+        warnings.simplefilter("error", CryptographyDeprecationWarning)
+        try:
+            cert = x509.load_der_x509_certificate(der)
+            serial = cert.serial_number
+            extensions = cert.extensions  # parses every extension; malformed ones raise
+            public_key = cert.public_key()  # an invalid point or modulus raises here
+        except CryptographyDeprecationWarning as e:
+            raise ValueError(str(e)) from e
     asn1 = asn1_x509.Certificate.load(der, strict=True)
     # TBSCertificate ::= SEQ { [0] version OPT, serial, signature, issuer, ... } (RFC 5280)
     tbs = _child(der, _tlvs(der, 0, len(der))[0], 0)
@@ -503,11 +549,12 @@ def _cert(der: bytes) -> _Cert:
         cert=cert,
         asn1=asn1,
         issuer_der=der[issuer.start : issuer.end],
-        serial=cert.serial_number,
+        serial=serial,
         key_id=key_id,
         not_before=int(cert.not_valid_before_utc.timestamp()),
         not_after=int(cert.not_valid_after_utc.timestamp()),
-        public_key=cert.public_key(),
+        public_key=public_key,
+        spki=public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo),
         eku_problem=_eku_problem(cert),
         key_usage_problem=_key_usage_problem(cert),
         is_ca=is_ca,
@@ -537,9 +584,10 @@ def _eku_problem(cert: x509.Certificate) -> str | None:
         return _problem(what, "a non-critical extension", "critical (spec §3, RFC 3161 §2.3)")
     if purposes != [_OID_KP_TIME_STAMPING]:
         return _problem(
-            what, "purposes " + ", ".join(purposes),
+            what,
+            "purposes " + ", ".join(purposes),
             f"id-kp-timeStamping {_OID_KP_TIME_STAMPING} only (RFC 3161 §2.3)",
-        )  # fmt: skip
+        )
     return None
 
 
@@ -552,9 +600,10 @@ def _key_usage_problem(cert: x509.Certificate) -> str | None:
     if usage.digital_signature or usage.content_commitment:
         return None
     return _problem(
-        "keyUsage of the TSA certificate", "neither digitalSignature nor nonRepudiation",
+        "keyUsage of the TSA certificate",
+        "neither digitalSignature nor nonRepudiation",
         "one of them (RFC 5280 §4.2.1.3)",
-    )  # fmt: skip
+    )
 
 
 @functools.lru_cache(maxsize=256)
@@ -641,14 +690,20 @@ def _imprint_problems(tst_info: Any, info: TokenInfo, digest: bytes) -> tuple[st
     oid = tst_info["message_imprint"]["hash_algorithm"]["algorithm"].dotted
     if oid != _OID_SHA256:
         problems.append(
-            _problem("messageImprint hashAlgorithm", f"{info.hash_algorithm} ({oid})",
-                     f"sha256 ({_OID_SHA256}) (spec §3)")
-        )  # fmt: skip
+            _problem(
+                "messageImprint hashAlgorithm",
+                f"{info.hash_algorithm} ({oid})",
+                f"sha256 ({_OID_SHA256}) (spec §3)",
+            )
+        )
     if info.hashed_message != digest:
         problems.append(
-            _problem("messageImprint hashedMessage", info.hashed_message.hex(),
-                     f"the record digest {bytes(digest).hex()}")
-        )  # fmt: skip
+            _problem(
+                "messageImprint hashedMessage",
+                info.hashed_message.hex(),
+                f"the record digest {bytes(digest).hex()}",
+            )
+        )
     return tuple(problems)
 
 
@@ -666,9 +721,12 @@ def _check_token(
         for extension in extensions:
             if extension["critical"].native:
                 problems.append(
-                    _problem("TSTInfo extensions", f"critical {extension['extn_id'].dotted}",
-                             "no critical extension this verifier does not know")
-                )  # fmt: skip
+                    _problem(
+                        "TSTInfo extensions",
+                        f"critical {extension['extn_id'].dotted}",
+                        "no critical extension this verifier does not know",
+                    )
+                )
     # 4. RFC 3161 §2.4.1: the token carries the TSA's signature and no other.
     signer_infos = sd["signer_infos"]
     if len(signer_infos) != 1:
@@ -689,53 +747,92 @@ def _check_token(
             _problem("SignerInfo digestAlgorithm", digest_oid, "SHA-256, SHA-384 or SHA-512")
         )
         return None
-    listed_digests = {a["algorithm"].dotted for a in sd["digest_algorithms"]}
+    listed_digests = _digest_oids(parsed.raw.digest_algorithms)
     if digest_oid not in listed_digests:
         problems.append(
-            _problem("SignedData digestAlgorithms", sorted(listed_digests),
-                     f"a set that includes the signer's {digest_oid} (RFC 5652 §5.1)")
-        )  # fmt: skip
+            _problem(
+                "SignedData digestAlgorithms",
+                sorted(listed_digests),
+                f"a set that includes the signer's {digest_oid} (RFC 5652 §5.1)",
+            )
+        )
     # 5. RFC 3161 §2.4.1 and RFC 5652 §5.3, §11: signed attributes are required here.
-    attrs = si["signed_attrs"]
-    if isinstance(attrs, core.Void):
+    if parsed.raw.signed_attrs is None:
         problems.append(_problem("signed attributes", "none", "present (RFC 3161 §2.4.1)"))
         return None
-    by_type: dict[str, list[Any]] = {}
-    for attr in attrs:
-        by_type.setdefault(attr["type"].dotted, []).append(attr)
+    by_type: dict[str, list[bytes]] = {}
+    for attr_der in parsed.raw.attributes:
+        by_type.setdefault(_attribute(attr_der)[0], []).append(attr_der)
     if not _set_of_sorted(parsed.raw.attributes):
-        problems.append(_problem("signed attributes", "a SET OF out of DER order",
-                                 "ascending order (X.690 §11.6)"))  # fmt: skip
+        problems.append(
+            _problem(
+                "signed attributes", "a SET OF out of DER order", "ascending order (X.690 §11.6)"
+            )
+        )
     for oid, attr_list in by_type.items():
-        if len(attr_list) > 1:
+        if len(attr_list) > 1:  # RFC 5652 §11.1, §11.2; RFC 2634 §5.4; RFC 5035 §3
             problems.append(_problem("signed attributes", f"{len(attr_list)} of {oid}", "one"))
     content_type = _single_value("content-type attribute", by_type, _OID_CONTENT_TYPE, problems)
     if content_type is not None and content_type.dotted != _OID_TST_INFO:
-        problems.append(_problem("content-type attribute", content_type.dotted,
-                                 f"id-ct-TSTInfo {_OID_TST_INFO} (RFC 5652 §11.1)"))  # fmt: skip
-    message_digest = _single_value("message-digest attribute", by_type, _OID_MESSAGE_DIGEST,
-                                   problems)  # fmt: skip
+        problems.append(
+            _problem(
+                "content-type attribute",
+                content_type.dotted,
+                f"id-ct-TSTInfo {_OID_TST_INFO} (RFC 5652 §11.1)",
+            )
+        )
+    message_digest = _single_value(
+        "message-digest attribute", by_type, _OID_MESSAGE_DIGEST, problems
+    )
     if message_digest is not None:
         expected = _hash(hash_cls, parsed.raw.econtent)
         if bytes(message_digest.native) != expected:
             problems.append(
-                _problem("message-digest attribute", bytes(message_digest.native).hex(),
-                         f"{expected.hex()}, the {hash_cls.name} of the eContent (RFC 5652 §11.2)")
-            )  # fmt: skip
+                _problem(
+                    "message-digest attribute",
+                    bytes(message_digest.native).hex(),
+                    f"{expected.hex()}, the {hash_cls().name} of the eContent (RFC 5652 §11.2)",
+                )
+            )
     # 6. spec §3: the signer is found by its sid and MUST be a listed certificate.
     embedded = [_try_cert(d) for d in parsed.info.certificates]
     for index, cert in enumerate(embedded):
         if cert is None:
-            problems.append(_problem(f"embedded certificate #{index}", "unparseable DER",
-                                     "an X.509 certificate"))  # fmt: skip
+            problems.append(
+                _problem(
+                    f"embedded certificate #{index}", "unparseable DER", "an X.509 certificate"
+                )
+            )
     listed = {c.der: c for c in map(_try_cert, listed_ders) if c is not None}
+    roots = [c for c in map(_try_cert, root_ders) if c is not None]
+    known = {c.spki: c.der for c in [*listed.values(), *roots]}
+    for index, cert in enumerate(embedded):
+        if cert is not None and cert.spki in known and cert.der != known[cert.spki]:
+            # The certificate set is not signed (RFC 5652 §5.1), but a certificate with a
+            # trusted key that differs from the trusted certificate is corrupt or forged.
+            problems.append(
+                _problem(
+                    f"embedded certificate #{index}",
+                    f"{cert.label()} with the key of a listed or root certificate but other bytes",
+                    "that certificate itself",
+                )
+            )
+    if parsed.raw.crls is not None:  # spec §3: revocation is out of scope for version 1
+        problems.append(
+            _problem(
+                "SignedData crls",
+                f"{len(parsed.raw.crls)} revocation entries",
+                "none: version 1 does not check revocation (spec §3)",
+            )
+        )
     signer = _find_signer(
         sid, parsed.raw.sid_issuer, [c for c in embedded if c is not None], listed, problems
     )
     if signer is None:
         return None
     # 7. RFC 3161 §2.4.1 (as updated by RFC 5816): ESS signing-certificate attribute.
-    _check_ess(by_type, signer, problems)
+    ess = tuple((oid, tuple(by_type[oid])) for oid in _ESS_OIDS if oid in by_type)
+    problems.extend(_ess_problems(ess, signer.der))
     # 8. RFC 5652 §5.4: the signature is over the DER of the SET OF signed attributes,
     #    i.e. the [0] IMPLICIT field re-tagged as a universal SET (0x31).
     signed_bytes = b"\x31" + (parsed.raw.signed_attrs or b"")[1:]
@@ -749,15 +846,17 @@ def _check_token(
     gen = parsed.gen_time
     if not signer.valid_at(gen):
         problems.append(
-            _problem(f"validity of {signer.label()} at genTime", gen.text(),
-                     f"a time in [{_iso(signer.not_before)}, {_iso(signer.not_after)}]")
-        )  # fmt: skip
+            _problem(
+                f"validity of {signer.label()} at genTime",
+                gen.text(),
+                f"a time in [{_iso(signer.not_before)}, {_iso(signer.not_after)}]",
+            )
+        )
     # 11. RFC 3161 §2.4.2: tsa, when present, names the certificate's subject.
     _check_tsa_name(parsed.tst_info["tsa"], signer, problems)
     # 12. optional chain to the given roots (spec §3 leaves the trust model to §4.2).
     if root_ders:
         pool = [c for c in embedded if c is not None]
-        roots = [c for c in map(_try_cert, root_ders) if c is not None]
         chain_problem = _chain_problem(signer, pool, roots, gen)
         if chain_problem:
             problems.append(chain_problem)
@@ -765,20 +864,37 @@ def _check_token(
 
 
 def _hash(hash_cls: type[hashes.HashAlgorithm], data: bytes) -> bytes:
-    return hashlib.new(hash_cls.name, data).digest()
+    return hashlib.new(hash_cls().name, data).digest()
 
 
 def _iso(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _single_value(what: str, by_type: dict[str, list[Any]], oid: str, problems: list[str]) -> Any:
+@functools.lru_cache(maxsize=1024)
+def _attribute(attr_der: bytes) -> tuple[str, Any]:
+    """(type OID, asn1crypto values) of one raw Attribute (RFC 5652 §5.3).
+
+    Cached by bytes: all but the message-digest attribute repeat in every token of a TSA.
+    """
+    attribute = cms.CMSAttribute.load(attr_der, strict=True)
+    return str(attribute["type"].dotted), attribute["values"]
+
+
+@functools.lru_cache(maxsize=64)
+def _digest_oids(digest_algorithms_der: bytes) -> frozenset[str]:
+    return frozenset(
+        str(a["algorithm"].dotted) for a in cms.DigestAlgorithms.load(digest_algorithms_der)
+    )
+
+
+def _single_value(what: str, by_type: dict[str, list[bytes]], oid: str, problems: list[str]) -> Any:
     """The one value of a required single-valued attribute (RFC 5652 §11), else None."""
     attr_list = by_type.get(oid)
     if not attr_list:
         problems.append(_problem(what, "none", f"one {oid} attribute (RFC 5652 §5.3)"))
         return None
-    values = attr_list[0]["values"]
+    values = _attribute(attr_list[0])[1]
     if len(values) != 1:
         problems.append(_problem(what, f"{len(values)} values", "exactly 1 (RFC 5652 §11)"))
         return None
@@ -816,16 +932,22 @@ def _find_signer(
     found = {c.der: c for c in [*embedded, *listed.values()] if matches(c)}
     if not found:
         problems.append(
-            _problem("signer certificate", f"none with the sid's {shown} in the token or "
-                     f"among {len(listed)} listed", "the TSA certificate (spec §3)")
-        )  # fmt: skip
+            _problem(
+                "signer certificate",
+                f"none with the sid's {shown} in the token or among {len(listed)} listed",
+                "the TSA certificate (spec §3)",
+            )
+        )
         return None
     unlisted = [c for der, c in found.items() if der not in listed]
     if unlisted:
         problems.append(
-            _problem("signer certificate", f"{unlisted[0].label()}, which is not listed",
-                     "one of the election's TSA certificates, byte for byte (spec §3, §4.2)")
-        )  # fmt: skip
+            _problem(
+                "signer certificate",
+                f"{unlisted[0].label()}, which is not listed",
+                "one of the election's TSA certificates, byte for byte (spec §3, §4.2)",
+            )
+        )
         return None
     if len(found) > 1:
         problems.append(_problem("signer certificate", f"{len(found)} listed matches", "one"))
@@ -833,19 +955,34 @@ def _find_signer(
     return next(iter(found.values()))
 
 
-def _check_ess(by_type: dict[str, list[Any]], signer: _Cert, problems: list[str]) -> None:
+@functools.lru_cache(maxsize=256)
+def _ess_problems(
+    attributes: tuple[tuple[str, tuple[bytes, ...]], ...], signer_der: bytes
+) -> tuple[str, ...]:
+    """Step 7, cached: the ESS attributes repeat byte for byte in every token of a TSA."""
+    problems: list[str] = []
+    _check_ess({oid: list(ders) for oid, ders in attributes}, _cert(signer_der), problems)
+    return tuple(problems)
+
+
+def _check_ess(by_type: dict[str, list[bytes]], signer: _Cert, problems: list[str]) -> None:
     """Step 7: the first ESSCertID(v2) identifies the signer (RFC 2634 §5.4, RFC 5035 §3)."""
     present = [
         (oid, name)
-        for oid, name in ((_OID_SIGNING_CERTIFICATE_V2, "signingCertificateV2"),
-                          (_OID_SIGNING_CERTIFICATE, "signingCertificate"))  # fmt: skip
+        for oid, name in (
+            (_OID_SIGNING_CERTIFICATE_V2, "signingCertificateV2"),
+            (_OID_SIGNING_CERTIFICATE, "signingCertificate"),
+        )
         if oid in by_type
     ]
     if not present:
         problems.append(
-            _problem("ESS signing-certificate attribute", "none",
-                     "signingCertificate or signingCertificateV2 (RFC 3161 §2.4.1, RFC 5816)")
-        )  # fmt: skip
+            _problem(
+                "ESS signing-certificate attribute",
+                "none",
+                "signingCertificate or signingCertificateV2 (RFC 3161 §2.4.1, RFC 5816)",
+            )
+        )
         return
     for oid, name in present:
         value = _single_value(f"{name} attribute", by_type, oid, problems)
@@ -869,9 +1006,12 @@ def _check_ess(by_type: dict[str, list[Any]], signer: _Cert, problems: list[str]
         want = _cert_hash(signer.der, hash_name)
         if got != want:
             problems.append(
-                _problem(f"{name} certHash", got.hex(),
-                         f"{want.hex()}, the {hash_name} of {signer.label()}")
-            )  # fmt: skip
+                _problem(
+                    f"{name} certHash",
+                    got.hex(),
+                    f"{want.hex()}, the {hash_name} of {signer.label()}",
+                )
+            )
         issuer_serial = cert_id["issuer_serial"]
         if not isinstance(issuer_serial, core.Void):
             _check_issuer_serial(name, issuer_serial, signer, problems)
@@ -882,13 +1022,14 @@ def _check_issuer_serial(name: str, issuer_serial: Any, signer: _Cert, problems:
     if serial != signer.serial:
         problems.append(_problem(f"{name} serialNumber", f"{serial:#x}", f"{signer.serial:#x}"))
     names = issuer_serial["issuer"]
-    if not (len(names) == 1 and names[0].name == "directory_name" and _same_name(
-        names[0], signer
-    )):
+    if not (len(names) == 1 and names[0].name == "directory_name" and _same_name(names[0], signer)):
         problems.append(
-            _problem(f"{name} issuer", f"{len(names)} names", "one directoryName equal to the "
-                     f"issuer of {signer.label()} (RFC 5035 §4)")
-        )  # fmt: skip
+            _problem(
+                f"{name} issuer",
+                f"{len(names)} names",
+                f"one directoryName equal to the issuer of {signer.label()} (RFC 5035 §4)",
+            )
+        )
 
 
 def _same_name(general_name: Any, signer: _Cert) -> bool:
@@ -904,8 +1045,11 @@ def _same_name(general_name: Any, signer: _Cert) -> bool:
 @functools.lru_cache(maxsize=128)
 def _explicit4(name_der: bytes) -> bytes:
     n = len(name_der)
-    length = bytes([n]) if n < 0x80 else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + (
-        n.to_bytes((n.bit_length() + 7) // 8, "big")
+    length = (
+        bytes([n])
+        if n < 0x80
+        else bytes([0x80 | ((n.bit_length() + 7) // 8)])
+        + (n.to_bytes((n.bit_length() + 7) // 8, "big"))
     )
     return b"\xa4" + length + name_der
 
@@ -930,7 +1074,7 @@ def _check_signature(
         if isinstance(pss, str):
             problems.append(_problem(f"{what} RSASSA-PSS parameters", pss, "RFC 4055 §3.1"))
             return
-        hash_oid = pss[0]
+        hash_oid, salt_length = pss
     elif params not in ((b"", b"\x05\x00") if scheme == "rsa" else (b"",)):
         problems.append(_problem(f"{what} algorithm parameters", params.hex(), "none"))
         return
@@ -950,8 +1094,9 @@ def _check_signature(
         return
     key_problem = _key_problem(scheme, key)
     if key_problem:
-        problems.append(_problem(f"{what} key of {signer.label()}", key_problem,
-                                 f"a key for {scheme}"))  # fmt: skip
+        problems.append(
+            _problem(f"{what} key of {signer.label()}", key_problem, f"a key for {scheme}")
+        )
         return
     try:
         if scheme == "ecdsa":
@@ -959,15 +1104,18 @@ def _check_signature(
         elif scheme == "rsa":
             key.verify(signature, signed_bytes, padding.PKCS1v15(), hash_cls())
         elif scheme == "pss":
-            pss_padding = padding.PSS(mgf=padding.MGF1(hash_cls()), salt_length=pss[1])
+            pss_padding = padding.PSS(mgf=padding.MGF1(hash_cls()), salt_length=salt_length)
             key.verify(signature, signed_bytes, pss_padding, hash_cls())
         else:
             key.verify(signature, signed_bytes)
     except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
         problems.append(
-            _problem(what, "a signature that does not verify",
-                     f"a valid {scheme} signature by {signer.label()} (RFC 5652 §5.4)")
-        )  # fmt: skip
+            _problem(
+                what,
+                "a signature that does not verify",
+                f"a valid {scheme} signature by {signer.label()} (RFC 5652 §5.4)",
+            )
+        )
 
 
 def _key_problem(scheme: str, key: Any) -> str | None:
@@ -1012,9 +1160,12 @@ def _check_tsa_name(tsa: Any, signer: _Cert, problems: list[str]) -> None:
     if any(n.name == tsa.name and n.chosen == tsa.chosen for n in names):
         return
     problems.append(
-        _problem("TSTInfo tsa", f"{tsa.name} {tsa.native}",
-                 f"the subject or a subjectAltName of {signer.label()}")
-    )  # fmt: skip
+        _problem(
+            "TSTInfo tsa",
+            f"{tsa.name} {tsa.native}",
+            f"the subject or a subjectAltName of {signer.label()}",
+        )
+    )
 
 
 def _chain_problem(tsa: _Cert, pool: list[_Cert], roots: list[_Cert], at: _GenTime) -> str | None:
@@ -1035,9 +1186,8 @@ def _chain_problem(tsa: _Cert, pool: list[_Cert], roots: list[_Cert], at: _GenTi
             dead_ends.append(f"a chain longer than {_MAX_CHAIN}")
             return False
         issuers = [
-            c for d, c in candidates.items()
-            if d not in seen and c.cert.subject == cert.cert.issuer
-        ]  # fmt: skip
+            c for d, c in candidates.items() if d not in seen and c.cert.subject == cert.cert.issuer
+        ]
         if not issuers:
             dead_ends.append(f"no issuer of {cert.label()}")
         for parent in issuers:
@@ -1054,6 +1204,7 @@ def _chain_problem(tsa: _Cert, pool: list[_Cert], roots: list[_Cert], at: _GenTi
     if walk(tsa, frozenset({tsa.der})):
         return None
     return _problem(
-        f"certificate chain of {tsa.label()}", "; ".join(dead_ends) or "no path",
+        f"certificate chain of {tsa.label()}",
+        "; ".join(dead_ends) or "no path",
         f"a path to one of {len(roots)} roots, valid at genTime",
-    )  # fmt: skip
+    )

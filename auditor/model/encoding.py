@@ -94,6 +94,9 @@ def _reject_constant(text: str) -> Any:
 
 
 def _checked_int(text: str) -> int:
+    # Test the length first: int() raises a plain ValueError beyond 4300 digits.
+    if len(text.lstrip("-")) > len(str(MAX_SAFE_INT)):
+        raise _Rejected(f"the integer {_show(text)} outside [-(2^53-1), 2^53-1]")
     value = int(text)
     if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
         raise _Rejected(f"the integer {text} outside [-(2^53-1), 2^53-1]")
@@ -172,7 +175,7 @@ def cid_of(data: bytes) -> str:
 
 
 def is_cid_text(text: object) -> bool:
-    return isinstance(text, str) and _CID_TEXT.match(text) is not None
+    return isinstance(text, str) and _CID_TEXT.fullmatch(text) is not None
 
 
 def cid_to_binary(text: str, *, what: str = "CID") -> bytes:

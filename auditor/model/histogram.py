@@ -96,7 +96,7 @@ def histogram(value: Any, path: str) -> Histogram:
             }
             continue
         items = {"select": _count, "rank": _rank_counts, "score": _score_sum}
-        if kind not in items:
+        if not isinstance(kind, str) or kind not in items:
             raise SchemaError(f"{where}.type", describe(kind), "select, rank, score or text")
         e = _exact(entry, where, ("type", "ballots", "options"))
         result[question] = {

@@ -102,7 +102,6 @@ class WorkerContext:
     election_key: bytes
     templates: tuple[tuple[str, dict[str, Any]], ...]  # (cid, body JSON)
     district_of_template: tuple[str, ...]
-    close_race: bool = False
 
 
 _CTX: WorkerContext | None = None
@@ -126,7 +125,11 @@ def receipt_key(seed: int) -> SigningKey:
 
 
 def random_vote(
-    rng: random.Random, template: BallotTemplate, template_cid: str, district: str, close_race: bool
+    rng: random.Random,
+    template: BallotTemplate,
+    template_cid: str,
+    district: str,
+    forced_first: int | None = None,
 ) -> dict[str, Any]:
     """A plausible vote: skewed preferences per district, optional questions often skipped."""
     answers: list[dict[str, Any]] = []
@@ -142,8 +145,8 @@ def random_vote(
         codes = [o.code for o in q.options]
         weights = _weights(f"{district}/{q.code}", len(codes))
         if q.type == "select":
-            if close_race and qi == 0:
-                values = sorted([codes[rng.randrange(2)]])
+            if forced_first is not None and qi == 0:
+                values = [codes[forced_first % len(codes)]]
             else:
                 k = max(q.min, min(q.max, 1 if q.max == 1 else rng.randint(q.min, q.max)))
                 values = sorted(_weighted_sample(rng, codes, weights, k))
@@ -211,7 +214,10 @@ def build_block(spec: BlockSpec) -> BlockBuilt:
     nonces: list[str] = []
     for position, (index, key, registrant) in enumerate(zip(spec.members, keys, spec.registrants, strict=True)):
         rng = random.Random(f"vtaudit-sim/{ctx.seed}/vote/{index}/{spec.seq}")
-        vote = random_vote(rng, template, template_cid, district, ctx.close_race)
+        forced = spec.extra.get("first_choice")
+        vote = random_vote(
+            rng, template, template_cid, district, forced[position] if forced else None
+        )
         if spec.tamper == "nonce-reuse" and position == 1:
             vote["nonce"] = nonces[0]
         if spec.tamper == "ballot-invalid" and position == 0:

@@ -604,8 +604,16 @@ class Simulation:
             if late is None:
                 raise ValueError("the election is too small for tamper receipt-late-accepted")
             late.result = "accepted"
-        elif t == "close-race":
-            pass  # applied in the workers through WorkerContext.close_race
+        elif t == "close-race":  # the first question's top two tie exactly among counted voters
+            counted = [s for s in specs if s.template == 0 and s.result == "accepted"]
+            total = sum(len(s.members) for s in counted)
+            position = 0
+            for spec in counted:
+                choices = []
+                for _ in spec.members:
+                    choices.append(2 if total % 2 and position == total - 1 else position % 2)
+                    position += 1
+                spec.extra["first_choice"] = choices
 
     def _build(self, specs: list[BlockSpec]) -> Iterator[BlockBuilt]:
         ctx = WorkerContext(
@@ -614,7 +622,6 @@ class Simulation:
             election_key=self.election_key,
             templates=tuple(self.template_bodies),
             district_of_template=tuple(self.districts),
-            close_race=self.t == "close-race",
         )
         chunk = 32
         batches = [specs[i : i + chunk] for i in range(0, len(specs), chunk)]
@@ -784,10 +791,11 @@ class Simulation:
         n_disputes = max(2, self.c.voters // 1000)
         disputes = 0
         for d in range(len(self.districts)):
-            for cid_bin, voters, _, receipt in self.accepted[d][:n_disputes]:
-                del cid_bin, voters
+            for cid_bin, _, _, receipt in self.accepted[d][: n_disputes + 1]:
                 if disputes >= n_disputes:
                     break
+                if cid_bin == self.designated_cid:
+                    continue  # a tampering may single this block out; keep refutable disputes elsewhere
                 member = self._first_member(receipt)
                 if member is None:
                     continue

@@ -73,7 +73,12 @@ def _seq(*parts: bytes) -> bytes:
 def _set(*parts: bytes) -> bytes:
     """DER SET OF: elements in ascending order, shorter ones zero-padded (X.690 §11.6)."""
     width = max((len(p) for p in parts), default=0)
-    return _tlv(0x31, b"".join(sorted(parts, key=lambda p: p.ljust(width, b"\x00"))))
+
+    def padded(part: bytes) -> bytes:
+        return part.ljust(width, b"\x00")
+
+    ordered: list[bytes] = sorted(parts, key=padded)
+    return _tlv(0x31, b"".join(ordered))
 
 
 def _int(value: int) -> bytes:
@@ -200,9 +205,7 @@ class TestTsa:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_key_usage(cert_sign=False), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(tsa_public), False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(root_public), False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_public), False)
         )
         if eku:
             purposes = [ExtendedKeyUsageOID.TIME_STAMPING]

@@ -1,0 +1,40 @@
+"""Shared fixtures: the spec's test vectors and one small simulated election per session."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from auditor.sim.election import SimConfig, simulate
+
+# The shared spec sits beside the project: /work/main/tests -> /work/shared/spec.
+SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "spec"
+VECTORS_PATH = SPEC_DIR / "vectors" / "vectors.json"
+
+# The machine is shared; keep property tests modest and free of wall-clock deadlines.
+settings.register_profile(
+    "vtaudit", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("vtaudit")
+
+
+def load_vectors() -> dict[str, Any]:
+    """The shared test vectors (also usable at import time, for parametrize)."""
+    return json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def vectors() -> dict[str, Any]:
+    return load_vectors()
+
+
+@pytest.fixture(scope="session")
+def sim_election(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small, untampered simulated election; ``records/<type>/<cid>.json`` are canonical."""
+    out = tmp_path_factory.mktemp("election")
+    simulate(SimConfig(voters=120, seed=5, workers=1), out)
+    return out
