@@ -65,20 +65,69 @@ def _list_tampers(ctx: click.Context, _param: click.Parameter, value: bool) -> N
 
 
 @main.command()
-@click.option("--voters", type=click.IntRange(min=1), default=300, show_default=True, help="Registered voters.")
-@click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same bytes (docs/simulator.md).")
-@click.option("--districts", type=click.IntRange(1, 8), default=3, show_default=True, help="Districts, one ballot template each.")
-@click.option("--turnout", type=click.FloatRange(0.0, 1.0), default=0.9, show_default=True, help="Share of registrants who vote.")
-@click.option("--tamper", type=click.Choice(sorted(TAMPERS)), default=None, metavar="KIND", help="Break one rule on purpose (see --list-tampers).")
-@click.option("--list-tampers", is_flag=True, expose_value=False, is_eager=True, callback=_list_tampers, help="List every tampering with the check ids it must trip, and exit.")
-@click.option("--format", "formats", default="dir,car", show_default=True, help="Outputs, comma-separated: dir, car, ndjson.")
-@click.option("--workers", type=click.IntRange(min=0), default=0, help="Worker processes for blocks (0: one per core).")
+@click.option(
+    "--voters", type=click.IntRange(min=1), default=300, show_default=True, help="Registered voters."
+)
+@click.option(
+    "--seed", type=int, default=1, show_default=True, help="Same seed, same bytes (docs/simulator.md)."
+)
+@click.option(
+    "--districts",
+    type=click.IntRange(1, 8),
+    default=3,
+    show_default=True,
+    help="Districts, one ballot template each.",
+)
+@click.option(
+    "--turnout",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.9,
+    show_default=True,
+    help="Share of registrants who vote.",
+)
+@click.option(
+    "--tamper",
+    type=click.Choice(sorted(TAMPERS)),
+    default=None,
+    metavar="KIND",
+    help="Break one rule on purpose (see --list-tampers).",
+)
+@click.option(
+    "--list-tampers",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_list_tampers,
+    help="List every tampering with the check ids it must trip, and exit.",
+)
+@click.option(
+    "--format",
+    "formats",
+    default="dir,car",
+    show_default=True,
+    help="Outputs, comma-separated: dir, car, ndjson.",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=0), default=0, help="Worker processes for blocks (0: one per core)."
+)
 @click.option("--no-secrets", is_flag=True, help="Do not write the voters' secrets (secrets/voters.ndjson).")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory (created; must be empty or new).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output directory (created; must be empty or new).",
+)
 @_boundary
 def simulate(
-    voters: int, seed: int, districts: int, turnout: float, tamper: str | None, formats: str,
-    workers: int, no_secrets: bool, out: Path,
+    voters: int,
+    seed: int,
+    districts: int,
+    turnout: float,
+    tamper: str | None,
+    formats: str,
+    workers: int,
+    no_secrets: bool,
+    out: Path,
 ) -> None:
     """Simulate a complete election and publish its evidence.
 
@@ -91,14 +140,21 @@ def simulate(
       vtaudit simulate --voters 10000 --seed 7 --out /tmp/e1
       vtaudit simulate --voters 300 --tamper tree-omit --out /tmp/e2
     """
-    from auditor.sim.election import SimConfig, simulate as run_simulation
+    from auditor.sim.election import SimConfig
+    from auditor.sim.election import simulate as run_simulation
 
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty; choose a new directory so no evidence is mixed")
     chosen = tuple(f.strip() for f in formats.split(",") if f.strip())
     config = SimConfig(
-        voters=voters, seed=seed, districts=districts, turnout_ppm=round(turnout * 1_000_000),
-        tamper=tamper, formats=chosen, workers=workers, secrets=not no_secrets,
+        voters=voters,
+        seed=seed,
+        districts=districts,
+        turnout_ppm=round(turnout * 1_000_000),
+        tamper=tamper,
+        formats=chosen,
+        workers=workers,
+        secrets=not no_secrets,
     )
     started = time.perf_counter()
     summary = run_simulation(config, out)
@@ -113,9 +169,13 @@ def simulate(
 
 @main.command()
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--trust", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Trust file (spec §9).")
+@click.option(
+    "--trust", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Trust file (spec §9)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Threads for signatures.")
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Threads for signatures."
+)
 @_boundary
 def validate(sources: tuple[Path, ...], trust: Path | None, as_json: bool, workers: int) -> None:
     """Parse every record and verify every signature and timestamp token.
@@ -135,14 +195,27 @@ def validate(sources: tuple[Path, ...], trust: Path | None, as_json: bool, worke
     from auditor.validate import validate_records
 
     roots = load_trust(trust).tsa_roots if trust else ()
-    summary = validate_records(chain.from_iterable(iter_source(s) for s in sources), tsa_roots=roots, workers=workers)
+    summary = validate_records(
+        chain.from_iterable(iter_source(s) for s in sources), tsa_roots=roots, workers=workers
+    )
     failures = summary.failures()
     if as_json:
-        click.echo(json.dumps({
-            "records": summary.records, "duplicates": summary.duplicates, "byType": dict(summary.by_type),
-            "signatures": summary.signatures, "tokens": summary.tokens, "failures": dict(failures),
-            "problems": [p.__dict__ for p in summary.problems[:1000]], "seconds": round(summary.seconds, 3),
-        }, indent=1, ensure_ascii=False))
+        click.echo(
+            json.dumps(
+                {
+                    "records": summary.records,
+                    "duplicates": summary.duplicates,
+                    "byType": dict(summary.by_type),
+                    "signatures": summary.signatures,
+                    "tokens": summary.tokens,
+                    "failures": dict(failures),
+                    "problems": [p.__dict__ for p in summary.problems[:1000]],
+                    "seconds": round(summary.seconds, 3),
+                },
+                indent=1,
+                ensure_ascii=False,
+            )
+        )
     else:
         if trust is None:
             click.echo("NOTE: no trust file: TSA certificates are not chained to known roots (spec §9).")

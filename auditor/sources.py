@@ -60,7 +60,7 @@ def _iter_dir(root: Path) -> Iterator[RawRecord]:
             # the simulator's side files are not evidence
             dirs[:] = [d for d in dirs if d not in ("secrets",)]
         for name in sorted(files):
-            if not name.endswith(".json") or folder == str(root) and name == "manifest.json":
+            if not name.endswith(".json") or (folder == str(root) and name == "manifest.json"):
                 continue
             path = Path(folder) / name
             size = path.stat().st_size

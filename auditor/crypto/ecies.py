@@ -26,8 +26,8 @@ from nacl.exceptions import CryptoError as NaclCryptoError
 from auditor.errors import CryptoError
 
 __all__ = [
-    "ELL",
     "ECIES_LABEL",
+    "ELL",
     "combine_private",
     "combine_public",
     "decrypt",

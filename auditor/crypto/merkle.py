@@ -148,8 +148,7 @@ def subtree_root(leaves: Sequence[bytes], start: int, end: int) -> bytes:
     """
     if not 0 <= start <= end <= len(leaves):
         raise ValueError(
-            f"subtree [{start}, {end}) of {len(leaves)} leaves: "
-            f"expected 0 <= start <= end <= {len(leaves)}"
+            f"subtree [{start}, {end}) of {len(leaves)} leaves: expected 0 <= start <= end <= {len(leaves)}"
         )
     return root(leaves[start:end])
 
@@ -349,9 +348,7 @@ def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def root_from_inclusion(
-    leaf_hash_: bytes, index: int, size: int, path: Sequence[bytes]
-) -> bytes | None:
+def root_from_inclusion(leaf_hash_: bytes, index: int, size: int, path: Sequence[bytes]) -> bytes | None:
     """The root an audit path leads to, or ``None`` if the path cannot be right.
 
     Steps 1-3 of RFC 9162 §2.1.3.2: ``None`` when ``index >= size``, when the path is
@@ -398,9 +395,7 @@ def root_from_inclusion(
     return r
 
 
-def verify_inclusion(
-    leaf: bytes, index: int, size: int, path: Sequence[bytes], root: bytes
-) -> bool:
+def verify_inclusion(leaf: bytes, index: int, size: int, path: Sequence[bytes], root: bytes) -> bool:
     """Whether ``path`` proves ``leaf`` is leaf ``index`` of the tree of ``size``
     leaves with MTH ``root`` (RFC 9162 §2.1.3.2).
 
@@ -431,9 +426,7 @@ def consistency_proof(leaves: Sequence[bytes], old_size: int) -> list[bytes]:
     """
     n = len(leaves)
     if not 0 < old_size <= n:
-        raise ValueError(
-            f"consistency proof from {old_size} to {n} leaves: expected 0 < old_size <= {n}"
-        )
+        raise ValueError(f"consistency proof from {old_size} to {n} leaves: expected 0 < old_size <= {n}")
     hashes = _leaf_hashes(leaves)
     # SUBPROOF(m, D[start:end], b), unrolled: each step appends one MTH after the
     # sub-proof of the child it descends into, so collect and reverse at the end.

@@ -228,8 +228,7 @@ def _der_universal(data: bytes, number: int, constructed: bool, start: int, stop
         if length == 0:
             raise _DerError(f"empty INTEGER at byte {start}")
         if length > 1 and (
-            (data[start] == 0 and data[start + 1] < 0x80)
-            or (data[start] == 0xFF and data[start + 1] >= 0x80)
+            (data[start] == 0 and data[start + 1] < 0x80) or (data[start] == 0xFF and data[start + 1] >= 0x80)
         ):
             raise _DerError(f"non-minimal INTEGER at byte {start}")
     if number == 5 and length != 0:
@@ -315,15 +314,21 @@ class _RawParts:
     digest_algorithms: bytes  # the SignedData digestAlgorithms SET
     certificates: tuple[bytes, ...]
     crls: tuple[bytes, ...] | None  # RevocationInfoChoices (None: field absent)
+    signed_data_version: bytes  # the INTEGER element
+    signer_count: int
+    # Of the one SignerInfo, when there is exactly one (else None / empty):
+    signer: tuple[bytes, bytes, bytes, bytes] | None  # version, sid, digestAlg, signatureAlg
+    signature: bytes  # the signature octets
     sid_issuer: bytes | None  # the Name in an issuerAndSerialNumber sid
     signed_attrs: bytes | None  # the [0] IMPLICIT SignedAttributes element
-    attributes: tuple[bytes, ...]  # each Attribute in it
+    attributes: tuple[tuple[bytes, bytes], ...]  # (type OID element, whole Attribute) each
 
 
 # Tag layouts, as regular expressions over the tags of a structure's elements.
 _LAYOUT_CONTENT_INFO = re.compile(rb"\x06\xa0")  # RFC 5652 §3
 _LAYOUT_SIGNED_DATA = re.compile(rb"\x02\x31\x30\xa0?\xa1?\x31")  # RFC 5652 §5.1
 _LAYOUT_ENCAP = re.compile(rb"\x06\xa0")  # RFC 5652 §5.2, eContent required (RFC 3161)
+_LAYOUT_ATTRIBUTE = re.compile(rb"\x06\x31")  # RFC 5652 §5.3: Attribute
 _LAYOUT_SIGNER_INFO = re.compile(rb"\x02[\x30\x80]\x30\xa0?\x30\x04\xa1?")  # RFC 5652 §5.3
 
 
@@ -371,26 +376,38 @@ def _raw_parts(der: bytes) -> _RawParts:
                 )
             )
     signers = _tlvs(der, fields[-1].body, fields[-1].end)
-    sid_issuer = signed_attrs = None
-    attributes: tuple[bytes, ...] = ()
+    signer = sid_issuer = signed_attrs = None
+    signature = b""
+    attributes: list[tuple[bytes, bytes]] = []
     if len(signers) == 1:
         signer_fields = _fields(der, signers[0], _LAYOUT_SIGNER_INFO, "SignerInfo")
-        sid = signer_fields[1]
-        if sid.tag == 0x30:
-            issuer = _child(der, sid, 0)
+        version, sid, digest_algorithm = (der[t.start : t.end] for t in signer_fields[:3])
+        rest = signer_fields[3:]
+        if rest[0].tag == 0xA0:  # RFC 5652 §5.3: [0] IMPLICIT SignedAttributes
+            signed_attrs = der[rest[0].start : rest[0].end]
+            for attr in _tlvs(der, rest[0].body, rest[0].end):
+                if attr.tag != 0x30:
+                    raise TimestampError(_problem("signed attribute", f"tag {attr.tag:#04x}", "0x30"))
+                oid = _fields(der, attr, _LAYOUT_ATTRIBUTE, "signed attribute")[0]
+                attributes.append((der[oid.start : oid.end], der[attr.start : attr.end]))
+            rest = rest[1:]
+        signer = (version, sid, digest_algorithm, der[rest[0].start : rest[0].end])
+        signature = der[rest[1].body : rest[1].end]
+        if signer_fields[1].tag == 0x30:
+            issuer = _child(der, signer_fields[1], 0)
             sid_issuer = der[issuer.start : issuer.end]
-        attrs = signer_fields[3]
-        if attrs.tag == 0xA0:
-            signed_attrs = der[attrs.start : attrs.end]
-            attributes = tuple(der[t.start : t.end] for t in _tlvs(der, attrs.body, attrs.end))
     return _RawParts(
         econtent=der[econtent[0].body : econtent[0].end],
         digest_algorithms=der[fields[1].start : fields[1].end],
         certificates=certificates,
         crls=crls,
+        signed_data_version=der[fields[0].start : fields[0].end],
+        signer_count=len(signers),
+        signer=signer,
+        signature=signature,
         sid_issuer=sid_issuer,
         signed_attrs=signed_attrs,
-        attributes=attributes,
+        attributes=tuple(attributes),
     )
 
 
@@ -450,9 +467,7 @@ def _parse_der(der: bytes) -> _Parsed:
     encap = signed_data["encap_content_info"]
     econtent_type = encap["content_type"].dotted
     if econtent_type != _OID_TST_INFO:  # RFC 3161 §2.4.2
-        raise TimestampError(
-            _problem("eContentType", econtent_type, f"id-ct-TSTInfo {_OID_TST_INFO}")
-        )
+        raise TimestampError(_problem("eContentType", econtent_type, f"id-ct-TSTInfo {_OID_TST_INFO}"))
     raw = _raw_parts(der)
     try:
         _der_check(raw.econtent)
@@ -679,9 +694,7 @@ def _verify(
     imprint = _imprint_problems(parsed.tst_info, info, digest)  # 2.
     problems: list[str] = []
     signer = _check_token(parsed, listed_ders, root_ders, problems)  # 3. - 12.
-    return TokenVerification(
-        info.gen_time_ms, tuple(problems), imprint, signer.der if signer else None
-    )
+    return TokenVerification(info.gen_time_ms, tuple(problems), imprint, signer.der if signer else None)
 
 
 def _imprint_problems(tst_info: Any, info: TokenInfo, digest: bytes) -> tuple[str, ...]:
@@ -710,11 +723,11 @@ def _imprint_problems(tst_info: Any, info: TokenInfo, digest: bytes) -> tuple[st
 def _check_token(
     parsed: _Parsed, listed_ders: Sequence[bytes], root_ders: Sequence[bytes], problems: list[str]
 ) -> _Cert | None:
-    sd = parsed.signed_data
+    raw = parsed.raw
     # 3. RFC 5652 §5.1: version 3 since eContentType is not id-data and only X.509
     #    certificates are carried. RFC 5280 §4.2 semantics for critical extensions.
-    version = int(sd["version"])
-    if version != 3:
+    if raw.signed_data_version != b"\x02\x01\x03":
+        version = int(core.Integer.load(raw.signed_data_version).native)
         problems.append(_problem("SignedData version", version, "3 (RFC 5652 §5.1)"))
     extensions = parsed.tst_info["extensions"]
     if not isinstance(extensions, core.Void):
@@ -728,26 +741,24 @@ def _check_token(
                     )
                 )
     # 4. RFC 3161 §2.4.1: the token carries the TSA's signature and no other.
-    signer_infos = sd["signer_infos"]
-    if len(signer_infos) != 1:
-        problems.append(_problem("SignerInfos", f"{len(signer_infos)} signers", "exactly 1"))
+    if raw.signer is None:
+        problems.append(_problem("SignerInfos", f"{raw.signer_count} signers", "exactly 1"))
         return None
-    si = signer_infos[0]
-    sid = si["sid"]
-    si_version = int(si["version"])
-    expected_version = 1 if sid.name == "issuer_and_serial_number" else 3  # RFC 5652 §5.3
-    if si_version != expected_version:
+    profile = _signer_profile(*raw.signer)
+    if profile.version != profile.expected_version:  # RFC 5652 §5.3
         problems.append(
-            _problem("SignerInfo version", si_version, f"{expected_version} for a {sid.name} sid")
+            _problem(
+                "SignerInfo version",
+                profile.version,
+                f"{profile.expected_version} for a {profile.sid_kind} sid",
+            )
         )
-    digest_oid = si["digest_algorithm"]["algorithm"].dotted
+    digest_oid = profile.digest_oid
     hash_cls = _SIGNATURE_HASHES.get(digest_oid)
     if hash_cls is None:
-        problems.append(
-            _problem("SignerInfo digestAlgorithm", digest_oid, "SHA-256, SHA-384 or SHA-512")
-        )
+        problems.append(_problem("SignerInfo digestAlgorithm", digest_oid, "SHA-256, SHA-384 or SHA-512"))
         return None
-    listed_digests = _digest_oids(parsed.raw.digest_algorithms)
+    listed_digests = _digest_oids(raw.digest_algorithms)
     if digest_oid not in listed_digests:
         problems.append(
             _problem(
@@ -757,17 +768,15 @@ def _check_token(
             )
         )
     # 5. RFC 3161 §2.4.1 and RFC 5652 §5.3, §11: signed attributes are required here.
-    if parsed.raw.signed_attrs is None:
+    if raw.signed_attrs is None:
         problems.append(_problem("signed attributes", "none", "present (RFC 3161 §2.4.1)"))
         return None
     by_type: dict[str, list[bytes]] = {}
-    for attr_der in parsed.raw.attributes:
-        by_type.setdefault(_attribute(attr_der)[0], []).append(attr_der)
-    if not _set_of_sorted(parsed.raw.attributes):
+    for oid_der, attr_der in raw.attributes:
+        by_type.setdefault(_oid_text(oid_der), []).append(attr_der)
+    if not _set_of_sorted([attr_der for _, attr_der in raw.attributes]):
         problems.append(
-            _problem(
-                "signed attributes", "a SET OF out of DER order", "ascending order (X.690 §11.6)"
-            )
+            _problem("signed attributes", "a SET OF out of DER order", "ascending order (X.690 §11.6)")
         )
     for oid, attr_list in by_type.items():
         if len(attr_list) > 1:  # RFC 5652 §11.1, §11.2; RFC 2634 §5.4; RFC 5035 §3
@@ -781,16 +790,16 @@ def _check_token(
                 f"id-ct-TSTInfo {_OID_TST_INFO} (RFC 5652 §11.1)",
             )
         )
-    message_digest = _single_value(
-        "message-digest attribute", by_type, _OID_MESSAGE_DIGEST, problems
-    )
-    if message_digest is not None:
-        expected = _hash(hash_cls, parsed.raw.econtent)
-        if bytes(message_digest.native) != expected:
+    expected = _hash(hash_cls, raw.econtent)
+    # Fast path: in strict DER the attribute has exactly one encoding; parse it only to
+    # say what is wrong with it.
+    if by_type.get(_OID_MESSAGE_DIGEST) != [_message_digest_attribute(expected)]:
+        value = _single_value("message-digest attribute", by_type, _OID_MESSAGE_DIGEST, problems)
+        if value is not None and bytes(value.native) != expected:
             problems.append(
                 _problem(
                     "message-digest attribute",
-                    bytes(message_digest.native).hex(),
+                    bytes(value.native).hex(),
                     f"{expected.hex()}, the {hash_cls().name} of the eContent (RFC 5652 §11.2)",
                 )
             )
@@ -799,9 +808,7 @@ def _check_token(
     for index, cert in enumerate(embedded):
         if cert is None:
             problems.append(
-                _problem(
-                    f"embedded certificate #{index}", "unparseable DER", "an X.509 certificate"
-                )
+                _problem(f"embedded certificate #{index}", "unparseable DER", "an X.509 certificate")
             )
     listed = {c.der: c for c in map(_try_cert, listed_ders) if c is not None}
     roots = [c for c in map(_try_cert, root_ders) if c is not None]
@@ -825,9 +832,7 @@ def _check_token(
                 "none: version 1 does not check revocation (spec §3)",
             )
         )
-    signer = _find_signer(
-        sid, parsed.raw.sid_issuer, [c for c in embedded if c is not None], listed, problems
-    )
+    signer = _find_signer(profile, raw.sid_issuer, [c for c in embedded if c is not None], listed, problems)
     if signer is None:
         return None
     # 7. RFC 3161 §2.4.1 (as updated by RFC 5816): ESS signing-certificate attribute.
@@ -836,7 +841,7 @@ def _check_token(
     # 8. RFC 5652 §5.4: the signature is over the DER of the SET OF signed attributes,
     #    i.e. the [0] IMPLICIT field re-tagged as a universal SET (0x31).
     signed_bytes = b"\x31" + (parsed.raw.signed_attrs or b"")[1:]
-    _check_signature(si, signed_bytes, digest_oid, signer, problems)
+    _check_signature(profile, raw.signature, signed_bytes, signer, problems)
     # 9. spec §3, RFC 3161 §2.3.
     if signer.eku_problem:
         problems.append(signer.eku_problem)
@@ -883,9 +888,7 @@ def _attribute(attr_der: bytes) -> tuple[str, Any]:
 
 @functools.lru_cache(maxsize=64)
 def _digest_oids(digest_algorithms_der: bytes) -> frozenset[str]:
-    return frozenset(
-        str(a["algorithm"].dotted) for a in cms.DigestAlgorithms.load(digest_algorithms_der)
-    )
+    return frozenset(str(a["algorithm"].dotted) for a in cms.DigestAlgorithms.load(digest_algorithms_der))
 
 
 def _single_value(what: str, by_type: dict[str, list[bytes]], oid: str, problems: list[str]) -> Any:
@@ -1048,8 +1051,7 @@ def _explicit4(name_der: bytes) -> bytes:
     length = (
         bytes([n])
         if n < 0x80
-        else bytes([0x80 | ((n.bit_length() + 7) // 8)])
-        + (n.to_bytes((n.bit_length() + 7) // 8, "big"))
+        else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + (n.to_bytes((n.bit_length() + 7) // 8, "big"))
     )
     return b"\xa4" + length + name_der
 
@@ -1084,9 +1086,7 @@ def _check_signature(
             problems.append(_problem("Ed25519 SignerInfo digestAlgorithm", digest_oid, "sha512"))
             return
     if hash_oid != digest_oid:
-        problems.append(
-            _problem(f"{what} hash", hash_oid, f"the SignerInfo digestAlgorithm {digest_oid}")
-        )
+        problems.append(_problem(f"{what} hash", hash_oid, f"the SignerInfo digestAlgorithm {digest_oid}"))
         return
     hash_cls = _SIGNATURE_HASHES.get(hash_oid)
     if hash_cls is None:
@@ -1094,9 +1094,7 @@ def _check_signature(
         return
     key_problem = _key_problem(scheme, key)
     if key_problem:
-        problems.append(
-            _problem(f"{what} key of {signer.label()}", key_problem, f"a key for {scheme}")
-        )
+        problems.append(_problem(f"{what} key of {signer.label()}", key_problem, f"a key for {scheme}"))
         return
     try:
         if scheme == "ecdsa":
@@ -1185,9 +1183,7 @@ def _chain_problem(tsa: _Cert, pool: list[_Cert], roots: list[_Cert], at: _GenTi
         if len(seen) > _MAX_CHAIN:
             dead_ends.append(f"a chain longer than {_MAX_CHAIN}")
             return False
-        issuers = [
-            c for d, c in candidates.items() if d not in seen and c.cert.subject == cert.cert.issuer
-        ]
+        issuers = [c for d, c in candidates.items() if d not in seen and c.cert.subject == cert.cert.issuer]
         if not issuers:
             dead_ends.append(f"no issuer of {cert.label()}")
         for parent in issuers:

@@ -42,15 +42,15 @@ def vote_problems(template: BallotTemplate, vote: VoteEntry) -> list[str]:
                 and parent_q is not None
                 and answer_includes(parent_q, parent, q.dependsOn.values)
             )
-        answer = answers.get(q.code)
-        if answer is None:
+        given = answers.get(q.code)
+        if given is None:
             if q.required and applicable:
                 problems.append(f"required question {q.code} is not answered")
             continue
         if not applicable:
             problems.append(f"question {q.code} is answered but its dependsOn does not hold")
             continue
-        problems.extend(_answer_problems(q, answer))
+        problems.extend(_answer_problems(q, given))
     return problems
 
 
@@ -78,8 +78,11 @@ def _answer_problems(q: Question, answer: Answer) -> list[str]:
             return [f"question {q.code}: scored options {sorted(values)} differ from {sorted(codes)}"]
         assert q.score is not None  # TPL-VALID guarantees it for templates in use
         rng = q.score
-        bad = [o for o, s in values.items() if not (rng.min <= s <= rng.max and (s - rng.min) % rng.step == 0)]
-        return [f"question {q.code}: scores out of {rng.min}..{rng.max} step {rng.step} for {', '.join(sorted(bad))}"] if bad else []
+        bad = [
+            o for o, s in values.items() if not (rng.min <= s <= rng.max and (s - rng.min) % rng.step == 0)
+        ]
+        where = f"question {q.code}: scores out of {rng.min}..{rng.max} step {rng.step}"
+        return [f"{where} for {', '.join(sorted(bad))}"] if bad else []
     if not isinstance(values, str):
         return [f"question {q.code}: a text answer must be a string"]
     if not q.min <= len(values) <= q.max:

@@ -28,8 +28,8 @@ from auditor.model.encoding import (
     parse_json,
     sha256,
 )
-from auditor.model.records import BODY_TYPES, Struct
-from auditor.model.schema import Key, Signature64, describe
+from auditor.model.records import BODY_TYPES
+from auditor.model.schema import Key, Signature64, Struct, describe
 
 __all__ = [
     "ENVELOPE_MEMBERS",

@@ -159,7 +159,9 @@ def add_into(target: Histogram, other: Histogram) -> Histogram:
                 current = options.get(option, [])
                 width = max(len(current), len(value))
                 current = current + [0] * (width - len(current))
-                options[option] = [a + b for a, b in zip(current, value + [0] * (width - len(value)), strict=True)]
+                options[option] = [
+                    a + b for a, b in zip(current, value + [0] * (width - len(value)), strict=True)
+                ]
             else:
                 current = options.setdefault(option, {"count": 0, "sum": 0})
                 current["count"] += value["count"]

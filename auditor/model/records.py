@@ -8,6 +8,7 @@ left to that check so that its finding, not a schema error, reports them.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -38,7 +39,6 @@ from auditor.model.schema import (
 
 __all__ = [
     "BODY_TYPES",
-    "parse_body",
     "TIMELINE_ORDER",
     "AccessibilityReport",
     "Administration",
@@ -66,6 +66,7 @@ __all__ = [
     "Timeline",
     "TimestampAuthority",
     "VoteBlock",
+    "parse_body",
 ]
 
 Body = Struct  # every body class below is a Struct; the alias documents intent
@@ -169,7 +170,7 @@ class Timeline(Struct):
         """Where the timeline breaks KI ≤ KA ≤ KR ≤ RE ≤ BF ≤ VS < AV < HV < RK < TS ≤ V ≤ CS ≤ C."""
         strict = {("VS", "AV"), ("AV", "HV"), ("HV", "RK"), ("RK", "TS")}
         problems = []
-        for a, b in zip(TIMELINE_ORDER, TIMELINE_ORDER[1:], strict=False):
+        for a, b in itertools.pairwise(TIMELINE_ORDER):
             ta, tb = getattr(self, a), getattr(self, b)
             if (a, b) in strict and not ta < tb:
                 problems.append(f"{a} ({ta}) is not before {b} ({tb})")
@@ -252,7 +253,9 @@ class Question(Struct):
             elif self.score.min > self.score.max:
                 found.append(f"question {self.code}: score min {self.score.min} > max {self.score.max}")
             if (self.min, self.max) != (0, 0):
-                found.append(f"question {self.code}: a score question has min/max {self.min}/{self.max}, expected 0/0")
+                found.append(
+                    f"question {self.code}: a score question has min/max {self.min}/{self.max}, expected 0/0"
+                )
         else:
             if self.score is not None:
                 found.append(f"question {self.code}: a {self.type} question has a score range")
@@ -394,7 +397,9 @@ class TallyNode(Struct):
         expected = 1 if self.end == self.start + 1 else 2
         if len(self.children) != expected:
             raise SchemaError(
-                f"{path}.children", f"{len(self.children)} children", f"{expected} for [{self.start}, {self.end})"
+                f"{path}.children",
+                f"{len(self.children)} children",
+                f"{expected} for [{self.start}, {self.end})",
             )
 
 
@@ -470,4 +475,3 @@ def parse_body(record_type: str, body: Any, path: str = "body") -> Struct:
     if cls is None:
         raise SchemaError("type", repr(record_type), "a record type of spec §4")
     return cls.parse(body, path)
-

@@ -36,8 +36,8 @@ from auditor.model.encoding import MAX_SAFE_INT, b64u_decode, cid_to_binary
 __all__ = [
     "ELL",
     "B64u",
-    "Ciphertext",
     "Cid",
+    "Ciphertext",
     "Code",
     "Digest32",
     "Key",
@@ -155,7 +155,7 @@ def b64u(length: int | None = None, *, min_length: int = 0) -> Validator:
 
 def point(value: Any, path: str) -> str:
     """b64u of a valid compressed Edwards25519 point, not of small order (spec §5.1)."""
-    raw = b64u(32)(value, path)
+    raw: str = b64u(32)(value, path)
     if not crypto_core_ed25519_is_valid_point(b64u_decode(raw)):
         raise SchemaError(path, "bytes that are not a valid point", "a prime-order Edwards25519 point")
     return raw
@@ -163,7 +163,7 @@ def point(value: Any, path: str) -> str:
 
 def scalar(value: Any, path: str) -> str:
     """b64u of a 32-byte little-endian scalar, reduced mod ℓ, nonzero (spec §4.12)."""
-    raw = b64u(32)(value, path)
+    raw: str = b64u(32)(value, path)
     number = int.from_bytes(b64u_decode(raw), "little")
     if not 0 < number < ELL:
         raise SchemaError(path, "a scalar that is zero or not reduced mod ℓ", "0 < k < ℓ")
@@ -237,7 +237,7 @@ class Struct:
     @classmethod
     def json_members(cls) -> dict[str, Validator]:
         """The JSON members of this struct and their validators (computed once)."""
-        cached = cls.__dict__.get("_members")
+        cached: dict[str, Validator] | None = cls.__dict__.get("_members")
         if cached is None:
             hints = typing.get_type_hints(cls, include_extras=True)
             assert is_dataclass(cls), f"{cls.__name__} must be a dataclass"

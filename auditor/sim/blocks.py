@@ -25,7 +25,15 @@ from auditor.model.histogram import Histogram, zero
 from auditor.model.records import BallotTemplate
 from auditor.sim.tsa import TestTsa
 
-__all__ = ["BlockBuilt", "BlockSpec", "WorkerContext", "build_blocks", "init_worker", "make_record", "voter_key"]
+__all__ = [
+    "BlockBuilt",
+    "BlockSpec",
+    "WorkerContext",
+    "build_blocks",
+    "init_worker",
+    "make_record",
+    "voter_key",
+]
 
 TEXT_POOL = (
     "More bike lanes",
@@ -137,7 +145,11 @@ def random_vote(
     for qi, q in enumerate(template.questions):
         if q.dependsOn is not None:
             parent = chosen.get(q.dependsOn.question)
-            got = parent if isinstance(parent, list) else ([parent] if isinstance(parent, str) else list(parent or {}))
+            got = (
+                parent
+                if isinstance(parent, list)
+                else ([parent] if isinstance(parent, str) else list(parent or {}))
+            )
             if not any(v in q.dependsOn.values for v in got):
                 continue
         if not q.required and rng.random() < 0.2:
@@ -212,22 +224,26 @@ def build_block(spec: BlockSpec) -> BlockBuilt:
     if outsider is not None:  # a correctly rejected "invalid" block: one member is not registered
         keys[-1] = SigningKey.derive(f"vtaudit-sim/{ctx.seed}", "outsider", str(outsider))
     nonces: list[str] = []
-    for position, (index, key, registrant) in enumerate(zip(spec.members, keys, spec.registrants, strict=True)):
+    for position, (index, key, registrant) in enumerate(
+        zip(spec.members, keys, spec.registrants, strict=True)
+    ):
         rng = random.Random(f"vtaudit-sim/{ctx.seed}/vote/{index}/{spec.seq}")
         forced = spec.extra.get("first_choice")
-        vote = random_vote(
-            rng, template, template_cid, district, forced[position] if forced else None
-        )
+        vote = random_vote(rng, template, template_cid, district, forced[position] if forced else None)
         if spec.tamper == "nonce-reuse" and position == 1:
             vote["nonce"] = nonces[0]
         if spec.tamper == "ballot-invalid" and position == 0:
             first = template.questions[0]
             vote["answers"] = [a for a in vote["answers"] if a["question"] != first.code]
-            vote["answers"].insert(0, {"question": first.code, "values": sorted(o.code for o in first.options[:2])})
+            vote["answers"].insert(
+                0, {"question": first.code, "values": sorted(o.code for o in first.options[:2])}
+            )
         nonces.append(vote["nonce"])
         entry = VoteEntry.parse(vote)
         valid = not vote_problems(template, entry)
-        vote_ct = encrypt(jcs(vote), ctx.election_key, template_cid, _scalar(ctx.seed, "vote", index, spec.seq))
+        vote_ct = encrypt(
+            jcs(vote), ctx.election_key, template_cid, _scalar(ctx.seed, "vote", index, spec.seq)
+        )
         if spec.tamper == "vote-undecryptable" and position == 0:
             vote_ct = vote_ct[:32] + bytes(b ^ 0x5A for b in vote_ct[32:])
             valid = False
@@ -240,8 +256,15 @@ def build_block(spec: BlockSpec) -> BlockBuilt:
         signature = sign_digest(key, digest)["sig"]
         if spec.tamper == "voter-bad-signature" and position == 0:
             signature = sign_digest(key, bytes(32))["sig"]
-        voter_entry = {"template": template_cid, "registrant": registrant, "key": entry_key, "signature": signature}
-        voter_ct = encrypt(jcs(voter_entry), ctx.election_key, template_cid, _scalar(ctx.seed, "voter", index, spec.seq))
+        voter_entry = {
+            "template": template_cid,
+            "registrant": registrant,
+            "key": entry_key,
+            "signature": signature,
+        }
+        voter_ct = encrypt(
+            jcs(voter_entry), ctx.election_key, template_cid, _scalar(ctx.seed, "voter", index, spec.seq)
+        )
         votes.append(b64u_encode(vote_ct))
         voters.append(b64u_encode(voter_ct))
         secrets.append(
@@ -272,14 +295,16 @@ def build_block(spec: BlockSpec) -> BlockBuilt:
     signatures = [sign_digest(k, digest) for k in signers]
     if spec.tamper == "block-missing-signature":
         signatures = signatures[1:]
-    bad_signer = spec.extra.get("bad_signature_member")
+    bad_signer: int | None = spec.extra.get("bad_signature_member")
     if bad_signer is not None:  # a correctly rejected block: one member's signature is wrong
         signatures[bad_signer] = sign_digest(signers[bad_signer], bytes(32))
     block_raw = jcs(envelope_json("vote_block", body, signatures, []))
     block_cid = cid_of(block_raw)
     offending = [keys[spec.members.index(i)].public_b64u for i in spec.offending] if spec.offending else []
-    if outsider is not None or bad_signer is not None:
-        offending = [keys[-1].public_b64u] if outsider is not None else [signers[bad_signer].public_b64u]
+    if outsider is not None:
+        offending = [keys[-1].public_b64u]
+    elif bad_signer is not None:
+        offending = [signers[bad_signer].public_b64u]
     receipt_body = {
         "election": ctx.election,
         "block": block_cid,
@@ -290,10 +315,14 @@ def build_block(spec: BlockSpec) -> BlockBuilt:
     signer = receipt_key(ctx.seed)
     if spec.tamper == "receipt-forged":
         signer = SigningKey.derive(f"vtaudit-sim/{ctx.seed}", "forger")
-    receipts = [make_record("receipt", receipt_body, [signer], tsa, [spec.received], 1_000_000 + spec.seq)[:2]]
+    receipts = [
+        make_record("receipt", receipt_body, [signer], tsa, [spec.received], 1_000_000 + spec.seq)[:2]
+    ]
     if spec.tamper == "receipt-twice":
         again = dict(receipt_body, received=spec.received + 1000)
-        receipts.append(make_record("receipt", again, [signer], tsa, [spec.received + 1000], 2_000_000 + spec.seq)[:2])
+        receipts.append(
+            make_record("receipt", again, [signer], tsa, [spec.received + 1000], 2_000_000 + spec.seq)[:2]
+        )
     for s in secrets:
         s["block"] = block_cid
         s["receipt"] = receipts[0][0]

@@ -22,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from auditor import __version__
 from auditor.crypto import merkle
@@ -124,7 +124,7 @@ class Simulation:
             "CS": T0 + 9 * DAY + HOUR,
             "C": T0 + 10 * DAY,
         }
-        self.secrets_file = None
+        self.secrets_file: TextIO | None = None
         self.expected: dict[str, Any] = {"templates": {}}
 
     # ------------------------------------------------------------------ helpers
@@ -188,7 +188,9 @@ class Simulation:
             expected=self.expected,
         )
 
-    def make_authority(self, label: str, name: str, sizes: tuple[int, int], created: int, expires: int) -> Authority:
+    def make_authority(
+        self, label: str, name: str, sizes: tuple[int, int], created: int, expires: int
+    ) -> Authority:
         n, threshold = sizes
         admins = [self.key(label, "admin", str(i)) for i in range(n)]
         body = {
@@ -216,7 +218,11 @@ class Simulation:
             "name": authority.name,
             "domain": f"{authority.label}.example.org",
             "administrators": [
-                {"name": f"{authority.name} administrator {i + 1}", "role": "administrator", "key": k.public_b64u}
+                {
+                    "name": f"{authority.name} administrator {i + 1}",
+                    "role": "administrator",
+                    "key": k.public_b64u,
+                }
                 for i, k in enumerate(new_keys)
             ],
             "threshold": threshold,
@@ -230,7 +236,9 @@ class Simulation:
 
     def authorities(self) -> None:
         far = T0 + 400 * DAY
-        self.ea = self.make_authority("election", "Riverton Election Commission", (3, 2), T0 - 60 * DAY, T0 - 10 * DAY)
+        self.ea = self.make_authority(
+            "election", "Riverton Election Commission", (3, 2), T0 - 60 * DAY, T0 - 10 * DAY
+        )
         self.rotate(self.ea, keep=2, add=1, threshold=2, at=T0 - 30 * DAY, expires=far)
         if self.t == "auth-fork":  # tamper: a second successor of the founding record
             founding_keys = self.ea.chain[0][1]
@@ -238,17 +246,23 @@ class Simulation:
                 "authority": self.ea.founding,
                 "name": self.ea.name,
                 "domain": "election.example.org",
-                "administrators": [{"name": "usurper", "role": "administrator", "key": self.key("usurper").public_b64u}],
+                "administrators": [
+                    {"name": "usurper", "role": "administrator", "key": self.key("usurper").public_b64u}
+                ],
                 "threshold": 1,
                 "expires": far,
                 "previous": self.ea.founding,
             }
             self.publish("administration", body, founding_keys[:2], T0 - 29 * DAY)
         self.ra = self.make_authority("registration", "Riverton Registrar", (2, 1), T0 - 60 * DAY, far)
-        self.ca = self.make_authority("certification", "State Certification Board", (3, 2), T0 - 60 * DAY, far)
+        self.ca = self.make_authority(
+            "certification", "State Certification Board", (3, 2), T0 - 60 * DAY, far
+        )
         self.districts = list(DISTRICTS[: self.c.districts])
         self.ba = [
-            self.make_authority(f"ballot-{d}", f"{d.title()} District Ballot Office", (2, 1), T0 - 60 * DAY, far)
+            self.make_authority(
+                f"ballot-{d}", f"{d.title()} District Ballot Office", (2, 1), T0 - 60 * DAY, far
+            )
             for d in self.districts
         ]
 
@@ -267,13 +281,15 @@ class Simulation:
         }
         if self.t == "tsa-no-eku":  # tamper: the election also lists a TSA certificate lacking the EKU
             self.no_eku_tsa = TestTsa(hashlib.sha256(b"no-eku tsa").digest(), eku_critical=False)
-            body["timestampAuthorities"].append(
+            body["timestampAuthorities"].append(  # type: ignore[attr-defined]
                 {"name": "Second TSA", "certificate": b64u_encode(self.no_eku_tsa.tsa_cert_der)}
             )
         self.election = self.publish("election", body, self.authority_signers(self.ea), T0 - DAY)
 
     def keyholders(self) -> None:
-        self.keyholder_scalars = [derive_scalar(f"vtaudit-sim/{self.c.seed}/keyholder/{i}".encode()) for i in range(3)]
+        self.keyholder_scalars = [
+            derive_scalar(f"vtaudit-sim/{self.c.seed}/keyholder/{i}".encode()) for i in range(3)
+        ]
         self.keyholder_keys = [self.key("keyholder", str(i)) for i in range(3)]
         names = ("Ada Lovelace", "Alan Turing", "Grace Hopper")
         self.keyholder_cids = []
@@ -335,33 +351,100 @@ class Simulation:
     def template_body(self, d: int, revision: int) -> dict[str, Any]:
         district = self.districts[d]
         rng = random.Random(f"vtaudit-sim/{self.c.seed}/template/{district}")
-        surnames = ["Alvarez", "Brown", "Chen", "Dubois", "Eze", "Fischer", "García", "Haddad", "Ito", "Jensen"]
+        surnames = [
+            "Alvarez",
+            "Brown",
+            "Chen",
+            "Dubois",
+            "Eze",
+            "Fischer",
+            "García",
+            "Haddad",
+            "Ito",
+            "Jensen",
+        ]
         rng.shuffle(surnames)
-        mayors = surnames[:3 + d % 2]
+        mayors = surnames[: 3 + d % 2]
         council = surnames[4:9]
 
         def opts(names: list[str]) -> list[dict[str, str]]:
             return [{"code": n.lower().replace("í", "i"), "title": n} for n in names]
 
         questions = [
-            {"code": "mayor", "title": "Mayor", "type": "select", "options": opts(mayors), "min": 1, "max": 1,
-             "score": None, "required": True, "dependsOn": None},
-            {"code": "council", "title": f"{district.title()} council seats (up to two)", "type": "select",
-             "options": opts(council), "min": 0, "max": 2, "score": None, "required": False, "dependsOn": None},
-            {"code": "transit", "title": "Measure T: build the light-rail line?", "type": "select",
-             "options": [{"code": "yes", "title": "Yes"}, {"code": "no", "title": "No"}], "min": 1, "max": 1,
-             "score": None, "required": False, "dependsOn": None},
-            {"code": "route", "title": "Rank the proposed light-rail routes", "type": "rank",
-             "options": [{"code": "river", "title": "River route"}, {"code": "market", "title": "Market Street"},
-                         {"code": "airport", "title": "Airport link"}],
-             "min": 1, "max": 3, "score": None, "required": False,
-             "dependsOn": {"question": "transit", "values": ["yes"]}},
-            {"code": "budget", "title": "Score each budget priority from 0 to 5", "type": "score",
-             "options": [{"code": "parks", "title": "Parks"}, {"code": "roads", "title": "Roads"},
-                         {"code": "schools", "title": "Schools"}],
-             "min": 0, "max": 0, "score": {"min": 0, "max": 5, "step": 1}, "required": False, "dependsOn": None},
-            {"code": "comment", "title": "Anything else the council should hear?", "type": "text", "options": [],
-             "min": 1, "max": 140, "score": None, "required": False, "dependsOn": None},
+            {
+                "code": "mayor",
+                "title": "Mayor",
+                "type": "select",
+                "options": opts(mayors),
+                "min": 1,
+                "max": 1,
+                "score": None,
+                "required": True,
+                "dependsOn": None,
+            },
+            {
+                "code": "council",
+                "title": f"{district.title()} council seats (up to two)",
+                "type": "select",
+                "options": opts(council),
+                "min": 0,
+                "max": 2,
+                "score": None,
+                "required": False,
+                "dependsOn": None,
+            },
+            {
+                "code": "transit",
+                "title": "Measure T: build the light-rail line?",
+                "type": "select",
+                "options": [{"code": "yes", "title": "Yes"}, {"code": "no", "title": "No"}],
+                "min": 1,
+                "max": 1,
+                "score": None,
+                "required": False,
+                "dependsOn": None,
+            },
+            {
+                "code": "route",
+                "title": "Rank the proposed light-rail routes",
+                "type": "rank",
+                "options": [
+                    {"code": "river", "title": "River route"},
+                    {"code": "market", "title": "Market Street"},
+                    {"code": "airport", "title": "Airport link"},
+                ],
+                "min": 1,
+                "max": 3,
+                "score": None,
+                "required": False,
+                "dependsOn": {"question": "transit", "values": ["yes"]},
+            },
+            {
+                "code": "budget",
+                "title": "Score each budget priority from 0 to 5",
+                "type": "score",
+                "options": [
+                    {"code": "parks", "title": "Parks"},
+                    {"code": "roads", "title": "Roads"},
+                    {"code": "schools", "title": "Schools"},
+                ],
+                "min": 0,
+                "max": 0,
+                "score": {"min": 0, "max": 5, "step": 1},
+                "required": False,
+                "dependsOn": None,
+            },
+            {
+                "code": "comment",
+                "title": "Anything else the council should hear?",
+                "type": "text",
+                "options": [],
+                "min": 1,
+                "max": 140,
+                "score": None,
+                "required": False,
+                "dependsOn": None,
+            },
         ]
         if revision > 1:
             questions[0]["title"] = "Mayor of Riverton"
@@ -409,8 +492,12 @@ class Simulation:
             "registrationAuthority": self.ra.founding,
             "key": key.public_b64u,
             "district": self.districts[district],
-            "publicDetails": b64u_encode(hashlib.sha256(f"public details {self.c.seed}/{index}".encode()).digest()),
-            "privateDetails": b64u_encode(hashlib.sha256(f"private details {self.c.seed}/{index}".encode()).digest()),
+            "publicDetails": b64u_encode(
+                hashlib.sha256(f"public details {self.c.seed}/{index}".encode()).digest()
+            ),
+            "privateDetails": b64u_encode(
+                hashlib.sha256(f"private details {self.c.seed}/{index}".encode()).digest()
+            ),
             "registered": T0 - 30 * DAY + (index * 997) % (34 * DAY),
         }
 
@@ -469,7 +556,9 @@ class Simulation:
         from auditor.model.envelope import envelope_json
 
         signatures = [sign_digest(k, digest) for k in self.authority_signers(self.ra)]
-        return jcs(envelope_json("registration_roll", body, signatures, [b64u_encode(good), b64u_encode(bad)]))
+        return jcs(
+            envelope_json("registration_roll", body, signatures, [b64u_encode(good), b64u_encode(bad)])
+        )
 
     def _registrants(self, n: int) -> Iterator[tuple[str, bytes, int]]:
         for index in range(n):
@@ -509,7 +598,11 @@ class Simulation:
             position = 0
             normal: list[list[int]] = []
             while position < len(counted):
-                size = rng.randint(1, 3) if rng.random() < 0.04 else rng.randint(self.c.block_min, self.c.block_max)
+                size = (
+                    rng.randint(1, 3)
+                    if rng.random() < 0.04
+                    else rng.randint(self.c.block_min, self.c.block_max)
+                )
                 normal.append(counted[position : position + size])
                 position += size
             for group in normal:
@@ -540,7 +633,9 @@ class Simulation:
         )
         self._apply_block_tampers(specs)
         self.block_results: dict[int, list[BlockBuilt]] = {d: [] for d in range(len(self.districts))}
-        self.accepted: dict[int, list[tuple[bytes, int, bytes, str]]] = {d: [] for d in range(len(self.districts))}
+        self.accepted: dict[int, list[tuple[bytes, int, bytes, str]]] = {
+            d: [] for d in range(len(self.districts))
+        }
         self.rejected: dict[int, list[BlockBuilt]] = {d: [] for d in range(len(self.districts))}
         self.designated_cid = b""
         self._members_by_receipt: dict[str, list[int]] = {}
@@ -558,7 +653,17 @@ class Simulation:
                 )
             else:
                 self.rejected[built.template].append(
-                    BlockBuilt(built.seq, built.template, built.result, built.block_cid, b"", built.receipts, b"", 0, built.secrets)
+                    BlockBuilt(
+                        built.seq,
+                        built.template,
+                        built.result,
+                        built.block_cid,
+                        b"",
+                        built.receipts,
+                        b"",
+                        0,
+                        built.secrets,
+                    )
                 )
             if self.secrets_file is not None:
                 for s in built.secrets:
@@ -567,14 +672,23 @@ class Simulation:
     def _apply_block_tampers(self, specs: list[BlockSpec]) -> None:
         t = self.t
         block_level = {
-            "block-unsorted", "block-missing-signature", "block-ineligible", "vote-undecryptable",
-            "voter-bad-signature", "voter-key-mismatch", "nonce-reuse", "ballot-invalid", "receipt-twice",
+            "block-unsorted",
+            "block-missing-signature",
+            "block-ineligible",
+            "vote-undecryptable",
+            "voter-bad-signature",
+            "voter-key-mismatch",
+            "nonce-reuse",
+            "ballot-invalid",
+            "receipt-twice",
         }
         target = self.designated
         if t is None:
             return
         if target is None:
-            raise ValueError(f"the election is too small for tamper {t}: no counted block of 3 or more voters")
+            raise ValueError(
+                f"the election is too small for tamper {t}: no counted block of 3 or more voters"
+            )
         if t in block_level:
             target.tamper = t
         elif t == "receipt-forged":
@@ -591,9 +705,9 @@ class Simulation:
             target.members.append(other)
             target.registrants.append(self.registrant_cids[other])
         elif t == "double-vote":  # a member of the target also votes in another counted block
-            other = next(s for s in specs if s is not target and s.template == 0 and s.result == "accepted")
-            other.members.append(target.members[0])
-            other.registrants.append(target.registrants[0])
+            again = next(s for s in specs if s is not target and s.template == 0 and s.result == "accepted")
+            again.members.append(target.members[0])
+            again.registrants.append(target.registrants[0])
         elif t == "receipt-false-duplicate":
             late = next((s for s in specs if s.result == "inopportune"), None)
             if late is None:
@@ -741,7 +855,13 @@ class Simulation:
                 self.publish("result", other, signers, at + MINUTE)
 
     def _tally(
-        self, d: int, template_cid: str, leaves: list[tuple[bytes, int, bytes]], start: int, end: int, builder: SigningKey
+        self,
+        d: int,
+        template_cid: str,
+        leaves: list[tuple[bytes, int, bytes]],
+        start: int,
+        end: int,
+        builder: SigningKey,
     ) -> tuple[str, bytes, Histogram, int]:
         """Publish the tally nodes of [start, end) in post-order (spec §4.13)."""
         if end == start + 1:
@@ -775,7 +895,7 @@ class Simulation:
         }
         self._node_count += 1
         if d == 0 and self.t == "bad-signature" and self._node_count == 1:  # tamper: a signature that fails
-            cid, raw, digest = make_record("tally_node", body, [builder])
+            _, raw, _ = make_record("tally_node", body, [builder])
             env = json.loads(raw)
             env["signatures"][0]["sig"] = b64u_encode(builder.sign(b"something else"))
             cid = self.publish_raw("tally_node", jcs(env))
@@ -800,7 +920,7 @@ class Simulation:
                 if member is None:
                     continue
                 key = voter_key(self.c.seed, member)
-                body = {
+                body: dict[str, Any] = {
                     "election": self.election,
                     "template": self.template_bodies[d][0],
                     "receipt": receipt,
@@ -834,7 +954,13 @@ class Simulation:
                 if self.t == "schema-unknown-member" and reports == 0:
                     body["device"] = "phone"
                 if self.t == "schema-float" and reports == 0:
-                    record = {"v": 1, "type": "accessibility_report", "body": body, "signatures": [], "timestamps": []}
+                    record = {
+                        "v": 1,
+                        "type": "accessibility_report",
+                        "body": body,
+                        "signatures": [],
+                        "timestamps": [],
+                    }
                     text = json.dumps(record, sort_keys=True, separators=(",", ":")).replace(
                         f'"at":{body["at"]}', f'"at":{body["at"]}.5'
                     )
@@ -961,7 +1087,9 @@ class Simulation:
             "expected": self.expected,
             "keyholderSecrets": [b64u_encode(s) for s in self.keyholder_scalars],
         }
-        (self.out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+        (self.out / "manifest.json").write_text(
+            json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+        )
 
 
 def _text_cid(binary: bytes) -> str:

@@ -294,13 +294,9 @@ class TestTsa:
             raise ValueError(f"serial: got {serial}, expected a non-negative integer")
         # RFC 3161 §2.4.2: TSTInfo
         imprint = _seq(self._imprint_algorithms[hash_algorithm], _octets(digest))
-        tst_info = _seq(
-            self._tst_prefix, imprint, _int(serial), _gen_time(gen_time_ms), self._accuracy
-        )
+        tst_info = _seq(self._tst_prefix, imprint, _int(serial), _gen_time(gen_time_ms), self._accuracy)
         # RFC 5652 §5.3, §11; RFC 5035: signed attributes, signed as a DER SET OF (§5.4)
-        message_digest = _seq(
-            self._md_attr_prefix, _set(_octets(hashlib.sha256(tst_info).digest()))
-        )
+        message_digest = _seq(self._md_attr_prefix, _set(_octets(hashlib.sha256(tst_info).digest())))
         attrs = [self._content_type_attr, message_digest]
         if self._ess[signing_certificate]:
             attrs.append(self._ess[signing_certificate])

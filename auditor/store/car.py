@@ -210,9 +210,7 @@ def _cid_end(buf: bytes, pos: int, end: int) -> int | str:
             return f"CID {name}: {got}"
         value, p = got
         if name == "version" and value != 1:
-            return (
-                f"CID version {value} (first bytes {buf[pos : pos + 4].hex()}), expected 1 or CIDv0"
-            )
+            return f"CID version {value} (first bytes {buf[pos : pos + 4].hex()}), expected 1 or CIDv0"
         parts.append(value)
     length = parts[3]
     if p + length > end:
@@ -315,9 +313,7 @@ def read_header(stream: _Reader, *, max_header_bytes: int = DEFAULT_MAX_HEADER_B
     if length == 0:
         raise CarError(start, "a header length of 0", "a DAG-CBOR header")
     if length > max_header_bytes:
-        raise CarError(
-            start, f"a header length of {length} bytes", f"at most {max_header_bytes} (a CAR?)"
-        )
+        raise CarError(start, f"a header length of {length} bytes", f"at most {max_header_bytes} (a CAR?)")
     # 2. The header itself.
     body = _read_exact(stream, length)
     if len(body) < length:
@@ -400,9 +396,7 @@ def read_car(
 ) -> tuple[CarHeader, Iterator[CarBlock | CarDefect]]:
     """:func:`read_header`, then :func:`iter_sections` over the rest of the stream."""
     header = read_header(stream, max_header_bytes=max_header_bytes)
-    sections = iter_sections(
-        stream, offset=header.header_end_offset, max_section_bytes=max_section_bytes
-    )
+    sections = iter_sections(stream, offset=header.header_end_offset, max_section_bytes=max_section_bytes)
     return header, sections
 
 
@@ -455,8 +449,7 @@ def _sections(stream: _Reader, base: int, limit: int) -> Iterator[CarBlock | Car
                 count = base + pos - run_start
                 yield CarDefect(
                     run_start,
-                    f"{count} zero byte(s) where a section length belongs "
-                    "(zero-length sections or padding)",
+                    f"{count} zero byte(s) where a section length belongs (zero-length sections or padding)",
                     bytes(min(count, raw_limit)),
                     run_start + count,
                 )
@@ -510,9 +503,7 @@ def _sections(stream: _Reader, base: int, limit: int) -> Iterator[CarBlock | Car
         else:
             got_end = _cid_end(buf, p, stop)
             if isinstance(got_end, str):
-                yield CarDefect(
-                    base + pos, got_end, buf[pos : min(stop, pos + raw_limit)], base + stop
-                )
+                yield CarDefect(base + pos, got_end, buf[pos : min(stop, pos + raw_limit)], base + stop)
                 pos = stop
                 continue
             cid_end = got_end
