@@ -51,7 +51,7 @@ cmd="${1:-}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
   demo) setup; demo ;;
-  test) setup; exec .venv/bin/python -m pytest "$@" ;;
+  test) setup; exec .venv/bin/python -m pytest -q "$@" ;;
   setup) setup ;;
   *) echo "usage: ./run.sh demo | test [pytest args] | setup" >&2; exit 2 ;;
 esac

@@ -4,13 +4,16 @@ Exit codes (docs/cli.md):
 
 - 0: the command did its job and found nothing wrong;
 - 1: the command ran and the evidence has problems (``validate``);
-- 2: the command could not run: bad options, unreadable input, a bad trust file.
+- 2: the command could not run: bad options, unreadable input, a bad trust file;
+- 3: an internal error (a bug in vtaudit), reported in one line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -38,6 +41,15 @@ def _boundary(command: F) -> F:
         except (AuditError, ValueError) as e:
             click.echo(f"vtaudit: error: {e}", err=True)
             sys.exit(2)
+        except Exception as e:  # a bug in vtaudit, never the evidence's fault: say so plainly
+            if os.environ.get("VTAUDIT_DEBUG"):
+                raise
+            click.echo(
+                f"vtaudit: internal error ({type(e).__name__}: {e}). This is a bug in vtaudit; "
+                "run again with VTAUDIT_DEBUG=1 for the traceback and report it.",
+                err=True,
+            )
+            sys.exit(3)
 
     return wrapper  # type: ignore[return-value]
 
@@ -209,7 +221,7 @@ def validate(sources: tuple[Path, ...], trust: Path | None, as_json: bool, worke
                     "signatures": summary.signatures,
                     "tokens": summary.tokens,
                     "failures": dict(failures),
-                    "problems": [p.__dict__ for p in summary.problems[:1000]],
+                    "problems": [dataclasses.asdict(p) for p in summary.problems[:1000]],
                     "seconds": round(summary.seconds, 3),
                 },
                 indent=1,

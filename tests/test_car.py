@@ -236,11 +236,7 @@ _cid_v1_any = st.tuples(
     st.integers(0, 2**63 - 1),
     st.integers(0, 2**63 - 1),
     st.binary(max_size=70),
-).map(
-    lambda t: (
-        b"\x01" + encode_uvarint(t[0]) + encode_uvarint(t[1]) + encode_uvarint(len(t[2])) + t[2]
-    )
-)
+).map(lambda t: b"\x01" + encode_uvarint(t[0]) + encode_uvarint(t[1]) + encode_uvarint(len(t[2])) + t[2])
 _cids = st.one_of(_cid_v1_spec, _cid_v0, _cid_v1_any)
 _data = st.one_of(st.binary(max_size=200), st.binary(min_size=120, max_size=20_000))
 
@@ -251,9 +247,7 @@ _data = st.one_of(st.binary(max_size=200), st.binary(min_size=120, max_size=20_0
     blocks=st.lists(st.tuples(_cids, _data), max_size=12),
     step=st.sampled_from([None, 1, 5, 333]),
 )
-def test_round_trip(
-    roots: list[bytes], blocks: list[tuple[bytes, bytes]], step: int | None
-) -> None:
+def test_round_trip(roots: list[bytes], blocks: list[tuple[bytes, bytes]], step: int | None) -> None:
     out = io.BytesIO()
     writer = write_car(out, roots, blocks)
     data = out.getvalue()
@@ -287,6 +281,15 @@ def test_write_car_to_path(tmp_path: pytest.TempPathFactory) -> None:
     raw = path.read_bytes()
     assert writer.bytes_written == len(raw)
     assert raw == _car(blocks)
+
+
+def test_writer_takes_bytes_like() -> None:
+    cid, data = _blocks(1)[0]
+    out = io.BytesIO()
+    writer = CarWriter(out, [bytearray(cid)])
+    writer.add(memoryview(cid), memoryview(data))  # type: ignore[arg-type]
+    writer.add(bytearray(cid), bytearray(data))
+    assert out.getvalue() == _car([(cid, data), (cid, data)])
 
 
 def test_empty_block_and_empty_car() -> None:
@@ -637,9 +640,7 @@ def test_random_bytes_after_a_good_header(tail: bytes) -> None:
 @given(st.data())
 def test_truncated_and_flipped_fixture(data: st.DataObject) -> None:
     raw = bytearray(FIXTURE)
-    flips = data.draw(
-        st.lists(st.tuples(st.integers(0, len(raw) - 1), st.integers(1, 255)), max_size=4)
-    )
+    flips = data.draw(st.lists(st.tuples(st.integers(0, len(raw) - 1), st.integers(1, 255)), max_size=4))
     for at, mask in flips:
         raw[at] ^= mask
     cut = data.draw(st.integers(0, len(raw)))

@@ -87,9 +87,7 @@ def _ref_inclusion_root(h: bytes, i: int, n: int, path: Sequence[bytes]) -> byte
     return None if sub is None else _sha(b"\x01" + path[-1] + sub)
 
 
-def _ref_verify_inclusion(
-    leaf: bytes, i: int, n: int, path: Sequence[bytes], root_hash: bytes
-) -> bool:
+def _ref_verify_inclusion(leaf: bytes, i: int, n: int, path: Sequence[bytes], root_hash: bytes) -> bool:
     if any(len(p) != 32 for p in path):
         return False
     return _ref_inclusion_root(_sha(b"\x00" + leaf), i, n, path) == root_hash
@@ -116,9 +114,7 @@ def _ref_consistency(
     return _sha(b"\x01" + last + sub[0]), _sha(b"\x01" + last + sub[1])
 
 
-def _ref_verify_consistency(
-    m: int, n: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
-) -> bool:
+def _ref_verify_consistency(m: int, n: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]) -> bool:
     if any(len(p) != 32 for p in proof) or not 0 < m <= n:
         return False
     got = _ref_consistency(m, n, True, list(proof), old_root)
@@ -537,9 +533,7 @@ def test_inclusion_every_size_and_index() -> None:
             # index outside the tree
             assert not verify_inclusion(leaf, n, n, path, root_hash)
             # truncated and extended paths
-            assert not verify_inclusion(
-                leaf, i, n, [*path, path[-1] if path else root_hash], root_hash
-            )
+            assert not verify_inclusion(leaf, i, n, [*path, path[-1] if path else root_hash], root_hash)
             if path:
                 assert not verify_inclusion(leaf, i, n, path[:-1], root_hash)
                 assert not verify_inclusion(leaf, i, n, path[1:], root_hash)
@@ -650,9 +644,7 @@ def _consistency_tampers(
         probes.append((m, n, new_root, old_root, proof))
     for k, element in enumerate(proof):
         for at in (0, 31):
-            probes.append(
-                (m, n, old_root, new_root, [*proof[:k], _flip(element, at), *proof[k + 1 :]])
-            )
+            probes.append((m, n, old_root, new_root, [*proof[:k], _flip(element, at), *proof[k + 1 :]]))
     return [p for p in probes if p[4] != proof or p[2:4] != (old_root, new_root)]
 
 

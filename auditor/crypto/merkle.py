@@ -380,10 +380,9 @@ def root_from_inclusion(leaf_hash_: bytes, index: int, size: int, path: Sequence
         if fn & 1 or fn == sn:
             r = node_hash(p, r)
             # 3b-ii. then skip the levels where this node is a lone right child.
-            if not fn & 1:
-                while not fn & 1 and fn != 0:
-                    fn >>= 1
-                    sn >>= 1
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
         else:
             r = node_hash(r, p)
         # 3c. one level up.
@@ -514,10 +513,9 @@ def verify_consistency(
             fr = node_hash(c, fr)
             sr = node_hash(c, sr)
             # 6b-ii. skip the levels where the old tree's edge is a lone right child.
-            if not fn & 1:
-                while not fn & 1 and fn != 0:
-                    fn >>= 1
-                    sn >>= 1
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
         else:
             # c is a right sibling that only the new tree has.
             sr = node_hash(sr, c)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from asn1crypto import cms, core, tsp
+from asn1crypto import algos, cms, core, tsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -208,8 +208,7 @@ def _der_header(data: bytes, pos: int, end: int) -> tuple[int, int]:
 
 @functools.lru_cache(maxsize=256)
 def _der_cached(element: bytes, depth: int) -> None:
-    header = 2 + (element[1] & 0x7F if element[1] & 0x80 else 0)
-    _der_walk(element, header, len(element), depth)
+    _der_walk(element, _der_header(element, 0, len(element))[0], len(element), depth)
 
 
 def _der_universal(data: bytes, number: int, constructed: bool, start: int, stop: int) -> None:
@@ -380,6 +379,8 @@ def _raw_parts(der: bytes) -> _RawParts:
     signature = b""
     attributes: list[tuple[bytes, bytes]] = []
     if len(signers) == 1:
+        if signers[0].tag != 0x30:
+            raise TimestampError(_problem("SignerInfo", f"tag {signers[0].tag:#04x}", "a SEQUENCE"))
         signer_fields = _fields(der, signers[0], _LAYOUT_SIGNER_INFO, "SignerInfo")
         version, sid, digest_algorithm = (der[t.start : t.end] for t in signer_fields[:3])
         rest = signer_fields[3:]
@@ -391,6 +392,10 @@ def _raw_parts(der: bytes) -> _RawParts:
                 oid = _fields(der, attr, _LAYOUT_ATTRIBUTE, "signed attribute")[0]
                 attributes.append((der[oid.start : oid.end], der[attr.start : attr.end]))
             rest = rest[1:]
+        for attr in _tlvs(der, rest[2].body, rest[2].end) if len(rest) > 2 else ():
+            if attr.tag != 0x30:  # [1] IMPLICIT UnsignedAttributes: read, not used
+                raise TimestampError(_problem("unsigned attribute", f"tag {attr.tag:#04x}", "0x30"))
+            _fields(der, attr, _LAYOUT_ATTRIBUTE, "unsigned attribute")
         signer = (version, sid, digest_algorithm, der[rest[0].start : rest[0].end])
         signature = der[rest[1].body : rest[1].end]
         if signer_fields[1].tag == 0x30:
@@ -413,7 +418,6 @@ def _raw_parts(der: bytes) -> _RawParts:
 
 @dataclass(frozen=True)
 class _Parsed:
-    signed_data: Any  # asn1crypto cms.SignedData
     tst_info: Any  # asn1crypto tsp.TSTInfo
     gen_time: _GenTime
     info: TokenInfo
@@ -478,6 +482,8 @@ def _parse_der(der: bytes) -> _Parsed:
     if version != 1:  # RFC 3161 §2.4.2
         raise TimestampError(_problem("TSTInfo version", version, 1))
     gen_time = _parse_gen_time(bytes(tst_info["gen_time"].contents))
+    # Parse the optional fields now (asn1crypto reads lazily): a malformed one is malformed.
+    _ = [tst_info[name].native for name in ("accuracy", "ordering", "nonce", "tsa", "extensions")]
     imprint = tst_info["message_imprint"]
     info = TokenInfo(
         gen_time_ms=gen_time.ms,
@@ -487,7 +493,7 @@ def _parse_der(der: bytes) -> _Parsed:
         policy=str(tst_info["policy"].dotted),
         certificates=raw.certificates,
     )
-    return _Parsed(signed_data, tst_info, gen_time, info, raw)
+    return _Parsed(tst_info, gen_time, info, raw)
 
 
 def parse_token(der: bytes) -> TokenInfo:
@@ -579,7 +585,7 @@ def _cert(der: bytes) -> _Cert:
 def _try_cert(der: bytes) -> _Cert | None:
     try:
         return _cert(bytes(der))
-    except (ValueError, TypeError, IndexError, UnsupportedAlgorithm):
+    except (ValueError, TypeError, IndexError, KeyError, OverflowError, UnsupportedAlgorithm):
         return None
 
 
@@ -693,7 +699,12 @@ def _verify(
     info = parsed.info
     imprint = _imprint_problems(parsed.tst_info, info, digest)  # 2.
     problems: list[str] = []
-    signer = _check_token(parsed, listed_ders, root_ders, problems)  # 3. - 12.
+    try:
+        signer = _check_token(parsed, listed_ders, root_ders, problems)  # 3. - 12.
+    except (ValueError, TypeError, KeyError, IndexError) as e:  # asn1crypto reads lazily
+        got = " ".join(str(e).split())
+        problems.append(_problem("token structure", got, "an RFC 3161 TimeStampToken"))
+        signer = None
     return TokenVerification(info.gen_time_ms, tuple(problems), imprint, signer.der if signer else None)
 
 
@@ -744,7 +755,12 @@ def _check_token(
     if raw.signer is None:
         problems.append(_problem("SignerInfos", f"{raw.signer_count} signers", "exactly 1"))
         return None
-    profile = _signer_profile(*raw.signer)
+    try:
+        profile = _signer_profile(*raw.signer)
+    except (ValueError, TypeError, KeyError) as e:
+        got = " ".join(str(e).split())
+        problems.append(_problem("SignerInfo", got, "version, sid and algorithms of RFC 5652 §5.3"))
+        return None
     if profile.version != profile.expected_version:  # RFC 5652 §5.3
         problems.append(
             _problem(
@@ -876,6 +892,29 @@ def _iso(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@functools.lru_cache(maxsize=256)
+def _oid_text(oid_der: bytes) -> str:
+    """Dotted text of a DER OBJECT IDENTIFIER element."""
+    return str(core.ObjectIdentifier.load(oid_der, strict=True).dotted)
+
+
+_MESSAGE_DIGEST_OID_DER = bytes.fromhex("06092a864886f70d010904")
+
+
+def _message_digest_attribute(digest: bytes) -> bytes:
+    """The one DER encoding of a message-digest attribute with ``digest`` (RFC 5652 §11.2)."""
+    value_set = _encode_tlv(0x31, _encode_tlv(0x04, digest))
+    return _encode_tlv(0x30, _MESSAGE_DIGEST_OID_DER + value_set)
+
+
+def _encode_tlv(tag: int, contents: bytes) -> bytes:
+    n = len(contents)
+    if n < 0x80:
+        return bytes([tag, n]) + contents
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + contents
+
+
 @functools.lru_cache(maxsize=1024)
 def _attribute(attr_der: bytes) -> tuple[str, Any]:
     """(type OID, asn1crypto values) of one raw Attribute (RFC 5652 §5.3).
@@ -905,7 +944,7 @@ def _single_value(what: str, by_type: dict[str, list[bytes]], oid: str, problems
 
 
 def _find_signer(
-    sid: Any,
+    profile: _SignerProfile,
     sid_issuer: bytes | None,
     embedded: list[_Cert],
     listed: dict[bytes, _Cert],
@@ -918,16 +957,14 @@ def _find_signer(
     listed certificate: an embedded certificate with the signer's sid that differs from
     the listed one is a problem, not something to look past.
     """
-    if sid.name == "issuer_and_serial_number":
-        issuer = sid_issuer
-        serial = int(sid.chosen["serial_number"].native)
+    serial, key_id = profile.sid_serial, profile.sid_key_id
+    if serial is not None:
         shown = f"issuer and serial {serial:#x}"
 
         def matches(c: _Cert) -> bool:
-            return c.serial == serial and c.issuer_der == issuer
+            return c.serial == serial and c.issuer_der == sid_issuer
     else:
-        key_id = bytes(sid.chosen.native)
-        shown = f"subjectKeyIdentifier {key_id.hex()}"
+        shown = f"subjectKeyIdentifier {(key_id or b'').hex()}"
 
         def matches(c: _Cert) -> bool:
             return c.key_id == key_id
@@ -1047,69 +1084,116 @@ def _same_name(general_name: Any, signer: _Cert) -> bool:
 
 @functools.lru_cache(maxsize=128)
 def _explicit4(name_der: bytes) -> bytes:
-    n = len(name_der)
-    length = (
-        bytes([n])
-        if n < 0x80
-        else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + (n.to_bytes((n.bit_length() + 7) // 8, "big"))
+    return _encode_tlv(0xA4, name_der)
+
+
+@dataclass(frozen=True)
+class _SignerProfile:
+    """The part of a SignerInfo that repeats in every token of a TSA, read once.
+
+    Everything but the signed attributes and the signature value: version, sid,
+    digestAlgorithm and signatureAlgorithm (RFC 5652 §5.3), with what step 8 needs to
+    know about the signature scheme.
+    """
+
+    version: int
+    expected_version: int  # 1 for issuerAndSerialNumber, 3 for subjectKeyIdentifier
+    sid_kind: str
+    sid_serial: int | None
+    sid_key_id: bytes | None
+    digest_oid: str
+    scheme: str  # "ecdsa", "rsa", "pss" or "ed25519"
+    hash_oid: str  # the hash under the signature
+    salt_length: int  # RSA-PSS only
+    algorithm_problem: str | None
+
+
+@functools.lru_cache(maxsize=64)
+def _signer_profile(
+    version: bytes, sid: bytes, digest_algorithm: bytes, signature_algorithm: bytes
+) -> _SignerProfile:
+    """Parse the invariant SignerInfo fields (cached by their exact bytes)."""
+    sid_choice = cms.SignerIdentifier.load(sid, strict=True)
+    if sid_choice.name == "issuer_and_serial_number":
+        serial, key_id, expected = int(sid_choice.chosen["serial_number"].native), None, 1
+    else:
+        serial, key_id, expected = None, bytes(sid_choice.chosen.native), 3
+    digest_oid = str(algos.DigestAlgorithm.load(digest_algorithm, strict=True)["algorithm"].dotted)
+    algorithm = algos.SignedDigestAlgorithm.load(signature_algorithm, strict=True)
+    header, _ = _der_header(signature_algorithm, 0, len(signature_algorithm))
+    oid = _tlvs(signature_algorithm, header, len(signature_algorithm))[0]
+    params = signature_algorithm[oid.end :]  # b"" when absent
+    scheme, hash_oid, salt_length, problem = _signature_scheme(algorithm, params, digest_oid)
+    return _SignerProfile(
+        version=int(core.Integer.load(version, strict=True).native),
+        expected_version=expected,
+        sid_kind=str(sid_choice.name),
+        sid_serial=serial,
+        sid_key_id=key_id,
+        digest_oid=digest_oid,
+        scheme=scheme,
+        hash_oid=hash_oid,
+        salt_length=salt_length,
+        algorithm_problem=problem,
     )
-    return b"\xa4" + length + name_der
 
 
-def _check_signature(
-    si: Any, signed_bytes: bytes, digest_oid: str, signer: _Cert, problems: list[str]
-) -> None:
-    """Step 8: RSA PKCS#1 v1.5, RSA-PSS, ECDSA P-256/384/521 or Ed25519."""
-    algorithm = si["signature_algorithm"]
-    oid = algorithm["algorithm"].dotted
-    what = "SignerInfo signature"
+def _signature_scheme(algorithm: Any, params: bytes, digest_oid: str) -> tuple[str, str, int, str | None]:
+    """(scheme, hash OID, PSS salt length, problem) of a SignerInfo signatureAlgorithm.
+
+    The hash the algorithm names must be the SignerInfo digestAlgorithm (RFC 5754 §3);
+    parameters are absent for ECDSA (RFC 5758 §3.2) and Ed25519 (RFC 8410 §3), absent
+    or NULL for RSA PKCS#1 v1.5 (RFC 4055 §5), explicit for RSA-PSS (RFC 4055 §3.1).
+    """
+    what = "SignerInfo signatureAlgorithm"
+    oid = str(algorithm["algorithm"].dotted)
     scheme, implied = _SIGNATURE_ALGORITHMS.get(oid, ("", None))
     if not scheme:
-        problems.append(_problem(f"{what} algorithm", oid, "RSA, RSA-PSS, ECDSA or Ed25519"))
-        return
-    params = bytes(algorithm["parameters"].dump())  # b"" when absent
-    key = signer.public_key
-    signature = bytes(si["signature"].native)
-    hash_oid = implied or digest_oid
+        return "", "", 0, _problem(what, oid, "RSA, RSA-PSS, ECDSA or Ed25519")
+    hash_oid, salt_length = implied or digest_oid, 0
     if scheme == "pss":
         pss = _pss_parameters(algorithm["parameters"])
         if isinstance(pss, str):
-            problems.append(_problem(f"{what} RSASSA-PSS parameters", pss, "RFC 4055 §3.1"))
-            return
+            return scheme, "", 0, _problem(f"{what} RSASSA-PSS parameters", pss, "RFC 4055 §3.1")
         hash_oid, salt_length = pss
     elif params not in ((b"", b"\x05\x00") if scheme == "rsa" else (b"",)):
-        problems.append(_problem(f"{what} algorithm parameters", params.hex(), "none"))
-        return
-    if scheme == "ed25519":
-        hash_oid = digest_oid
-        if digest_oid != "2.16.840.1.101.3.4.2.3":  # RFC 8419 §3.1
-            problems.append(_problem("Ed25519 SignerInfo digestAlgorithm", digest_oid, "sha512"))
-            return
+        return scheme, "", 0, _problem(f"{what} parameters", params.hex(), "none")
+    if scheme == "ed25519" and digest_oid != "2.16.840.1.101.3.4.2.3":  # RFC 8419 §3.1
+        return scheme, "", 0, _problem("Ed25519 SignerInfo digestAlgorithm", digest_oid, "sha512")
     if hash_oid != digest_oid:
-        problems.append(_problem(f"{what} hash", hash_oid, f"the SignerInfo digestAlgorithm {digest_oid}"))
+        return scheme, "", 0, _problem(f"{what} hash", hash_oid, f"the digestAlgorithm {digest_oid}")
+    if hash_oid not in _SIGNATURE_HASHES:
+        return scheme, "", 0, _problem(f"{what} hash", hash_oid, "SHA-256, SHA-384 or SHA-512")
+    return scheme, hash_oid, salt_length, None
+
+
+def _check_signature(
+    profile: _SignerProfile, signature: bytes, signed_bytes: bytes, signer: _Cert, problems: list[str]
+) -> None:
+    """Step 8: RSA PKCS#1 v1.5, RSA-PSS, ECDSA P-256/384/521 or Ed25519."""
+    if profile.algorithm_problem:
+        problems.append(profile.algorithm_problem)
         return
-    hash_cls = _SIGNATURE_HASHES.get(hash_oid)
-    if hash_cls is None:
-        problems.append(_problem(f"{what} hash", hash_oid, "SHA-256, SHA-384 or SHA-512"))
-        return
+    scheme, key = profile.scheme, signer.public_key
     key_problem = _key_problem(scheme, key)
     if key_problem:
-        problems.append(_problem(f"{what} key of {signer.label()}", key_problem, f"a key for {scheme}"))
+        problems.append(_problem(f"signature key of {signer.label()}", key_problem, f"a key for {scheme}"))
         return
+    hash_cls = _SIGNATURE_HASHES[profile.hash_oid]
     try:
         if scheme == "ecdsa":
             key.verify(signature, signed_bytes, ec.ECDSA(hash_cls()))
         elif scheme == "rsa":
             key.verify(signature, signed_bytes, padding.PKCS1v15(), hash_cls())
         elif scheme == "pss":
-            pss_padding = padding.PSS(mgf=padding.MGF1(hash_cls()), salt_length=salt_length)
+            pss_padding = padding.PSS(mgf=padding.MGF1(hash_cls()), salt_length=profile.salt_length)
             key.verify(signature, signed_bytes, pss_padding, hash_cls())
         else:
             key.verify(signature, signed_bytes)
     except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
         problems.append(
             _problem(
-                what,
+                "SignerInfo signature",
                 "a signature that does not verify",
                 f"a valid {scheme} signature by {signer.label()} (RFC 5652 §5.4)",
             )

@@ -119,4 +119,4 @@ def count_vote(histogram: Histogram, template: BallotTemplate, vote: VoteEntry) 
                     break
             else:
                 pairs.append([values, 1])
-                pairs.sort(key=lambda p: p[0].encode("utf-8"))
+                pairs.sort(key=lambda p: p[0].encode("utf-8", "surrogatepass"))  # as add_into

@@ -44,6 +44,7 @@ CID_BINARY_LEN = 37
 CID_TEXT_LEN = 61
 _CID_TEXT = re.compile(r"^bagaaiera[a-z2-7]{52}$")
 _B64U = re.compile(r"^[A-Za-z0-9_-]*$")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def sha256(data: bytes) -> bytes:
@@ -125,7 +126,7 @@ def parse_json(data: bytes, *, what: str = "JSON") -> Any:
     except UnicodeDecodeError as e:
         raise EncodingError(what, f"invalid UTF-8 at byte {e.start}", "UTF-8 text") from e
     try:
-        return json.loads(
+        value = json.loads(
             text,
             object_pairs_hook=_unique_object,
             parse_float=_reject_float,
@@ -138,6 +139,14 @@ def parse_json(data: bytes, *, what: str = "JSON") -> Any:
         raise EncodingError(what, f"{e.msg} at line {e.lineno} column {e.colno}", "JSON") from e
     except RecursionError as e:
         raise EncodingError(what, "nesting too deep to parse", "a shallow JSON document") from e
+    # A \uD800-\uDFFF escape may leave a lone surrogate, which has no UTF-8 form (RFC 8785
+    # §3.2.2.2 rejects it). Only documents with such an escape pay for the re-encoding.
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise EncodingError(what, "a lone surrogate escape in a string", "well-formed Unicode") from e
+    return value
 
 
 def jcs(value: Any) -> bytes:

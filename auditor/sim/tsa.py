@@ -25,7 +25,7 @@ from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
@@ -52,7 +52,26 @@ _OID_CONTENT_TYPE = "1.2.840.113549.1.9.3"
 _OID_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
 _OID_SIGNING_CERTIFICATE = "1.2.840.113549.1.9.16.2.12"
 _OID_SIGNING_CERTIFICATE_V2 = "1.2.840.113549.1.9.16.2.47"
-_OID_ECDSA_SHA256 = "1.2.840.10045.4.3.2"
+_P384_ORDER = (
+    0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973
+)
+_P521_ORDER = int(
+    "01FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFA51868783BF2F966B7FCC0148F709A5D"
+    "03BB5C9B8899C47AEBB6FB71E91386409",
+    16,
+)
+_OID_MGF1 = "1.2.840.113549.1.1.8"
+# key type -> (curve and its order or None, CMS digest, signatureAlgorithm OID), RFC 5758 §3.2,
+# RFC 4055 §5 and §3.1, RFC 8419 §3.1 (Ed25519 signs with SHA-512 as the CMS digest).
+_KEY_TYPES: dict[str, tuple[tuple[ec.EllipticCurve, int] | None, str, str]] = {
+    "p256": ((ec.SECP256R1(), _P256_ORDER), "sha256", "1.2.840.10045.4.3.2"),
+    "p384": ((ec.SECP384R1(), _P384_ORDER), "sha384", "1.2.840.10045.4.3.3"),
+    "p521": ((ec.SECP521R1(), _P521_ORDER), "sha512", "1.2.840.10045.4.3.4"),
+    "ed25519": (None, "sha512", "1.3.101.112"),
+    "rsa": (None, "sha256", "1.2.840.113549.1.1.11"),
+    "rsa-pss": (None, "sha256", "1.2.840.113549.1.1.10"),
+}
+KeyType = Literal["p256", "p384", "p521", "ed25519", "rsa", "rsa-pss"]
 
 # ---------------------------------------------------------------------------- DER
 
@@ -119,9 +138,17 @@ def _gen_time(ms: int) -> bytes:
 # ---------------------------------------------------------------------------- keys
 
 
-def _derive_key(seed: bytes, label: bytes) -> ec.EllipticCurvePrivateKey:
-    scalar = int.from_bytes(hashlib.sha256(seed + label).digest(), "big") % _P256_ORDER
-    return ec.derive_private_key(scalar or 1, ec.SECP256R1())
+def _derive_key(
+    seed: bytes, label: bytes, curve: ec.EllipticCurve | None = None, order: int = _P256_ORDER
+) -> ec.EllipticCurvePrivateKey:
+    """sha256(seed ‖ label) mod the group order (expanded for P-521), never zero."""
+    material = hashlib.sha256(seed + label).digest()
+    if order.bit_length() > 256:
+        material += (
+            hashlib.sha256(seed + label + b"/2").digest() + hashlib.sha256(seed + label + b"/3").digest()
+        )
+    scalar = int.from_bytes(material, "big") % order
+    return ec.derive_private_key(scalar or 1, curve or ec.SECP256R1())
 
 
 def _derive_serial(seed: bytes, label: bytes) -> int:
@@ -155,6 +182,9 @@ class TestTsa:
     extendedKeyUsage extension, ``eku_critical=False`` marks it non-critical and
     ``eku_extra_purposes`` adds purposes beside id-kp-timeStamping; ``sid_key_identifier``
     names the signer by subjectKeyIdentifier instead of issuer and serial.
+    ``key_type`` picks the TSA key: ``p256`` (default), ``p384``, ``p521`` and ``ed25519``
+    are derived from the seed; ``rsa`` (PKCS#1 v1.5) and ``rsa-pss`` need ``rsa_key``, and
+    ``rsa-pss`` tokens differ from call to call (random salt). The root is always P-256.
     Token knobs are the keyword arguments of :meth:`issue`.
     """
 
@@ -171,13 +201,28 @@ class TestTsa:
         eku_extra_purposes: Sequence[str] = (),
         sid_key_identifier: bool = False,
         accuracy_ms: int | None = 1,
+        key_type: KeyType = "p256",
+        rsa_key: rsa.RSAPrivateKey | None = None,
     ) -> None:
         if len(seed) != 32:
             raise ValueError(f"TestTsa seed: got {len(seed)} bytes, expected 32")
         if accuracy_ms is not None and not 1 <= accuracy_ms <= 999:
             raise ValueError(f"accuracy_ms: got {accuracy_ms}, expected 1..999 (RFC 3161)")
         self._root_key = _derive_key(seed, b"votetorrent-test-tsa/root")
-        self._tsa_key = _derive_key(seed, b"votetorrent-test-tsa/tsa")
+        curve, self._digest_name, self._signature_oid = _KEY_TYPES[key_type]
+        self._key_type = key_type
+        tsa_label = b"votetorrent-test-tsa/tsa"
+        self._tsa_key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+        if curve is not None:
+            self._tsa_key = _derive_key(seed, tsa_label, *curve)
+        elif key_type == "ed25519":
+            self._tsa_key = ed25519.Ed25519PrivateKey.from_private_bytes(
+                hashlib.sha256(seed + tsa_label).digest()
+            )
+        elif rsa_key is None:
+            raise ValueError(f"key_type {key_type!r} needs rsa_key (RSA keys cannot be derived)")
+        else:
+            self._tsa_key = rsa_key
         root_name = _name("VoteTorrent Test Root CA")
         root_public = self._root_key.public_key()
         tsa_public = self._tsa_key.public_key()
@@ -237,15 +282,15 @@ class TestTsa:
             self._signer_prefix = _int(3) + _tlv(0x80, ski.value.key_identifier)
         else:
             self._signer_prefix = _int(1) + _seq(issuer, serial)
-        self._signer_prefix += _algorithm(_HASH_OIDS["sha256"])
-        self._signature_algorithm = _algorithm(_OID_ECDSA_SHA256)
-        self._sd_prefix = _int(3) + _set(_algorithm(_HASH_OIDS["sha256"]))
+        digest_algorithm = _algorithm(_HASH_OIDS[self._digest_name])
+        self._signer_prefix += digest_algorithm
+        self._signature_algorithm = _signature_algorithm(self._signature_oid)
+        self._sd_prefix = _int(3) + _set(digest_algorithm)
         self._certificates = _tlv(0xA0, self._tsa_der)  # [0] IMPLICIT SET OF Certificate
         self._tst_prefix = _int(1) + _oid(TEST_POLICY_OID)
         self._tst_info_oid = _oid(_OID_TST_INFO)
         self._signed_data_oid = _oid(_OID_SIGNED_DATA)
         self._imprint_algorithms = {name: _algorithm(oid) for name, oid in _HASH_OIDS.items()}
-        self._signature_scheme = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
 
     # ------------------------------------------------------------------ properties
 
@@ -296,12 +341,13 @@ class TestTsa:
         imprint = _seq(self._imprint_algorithms[hash_algorithm], _octets(digest))
         tst_info = _seq(self._tst_prefix, imprint, _int(serial), _gen_time(gen_time_ms), self._accuracy)
         # RFC 5652 §5.3, §11; RFC 5035: signed attributes, signed as a DER SET OF (§5.4)
-        message_digest = _seq(self._md_attr_prefix, _set(_octets(hashlib.sha256(tst_info).digest())))
+        tst_digest = hashlib.new(self._digest_name, tst_info).digest()
+        message_digest = _seq(self._md_attr_prefix, _set(_octets(tst_digest)))
         attrs = [self._content_type_attr, message_digest]
         if self._ess[signing_certificate]:
             attrs.append(self._ess[signing_certificate])
         signed_set = _set(*attrs)
-        signature = self._tsa_key.sign(signed_set, self._signature_scheme)
+        signature = self._sign(signed_set)
         if corrupt_signature:
             signature = signature[:-1] + bytes([signature[-1] ^ 0x01])
         signer_info = _seq(
@@ -317,6 +363,32 @@ class TestTsa:
             _set(signer_info),
         )
         return _seq(self._signed_data_oid, _tlv(0xA0, signed_data))  # ContentInfo
+
+    def _sign(self, data: bytes) -> bytes:
+        """Sign as the key type says; ECDSA with RFC 6979 nonces, PSS with a random salt."""
+        key = self._tsa_key
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            hash_algorithm = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384()}.get(
+                self._digest_name, hashes.SHA512()
+            )
+            return key.sign(data, ec.ECDSA(hash_algorithm, deterministic_signing=True))
+        if isinstance(key, ed25519.Ed25519PrivateKey):
+            return key.sign(data)
+        if self._key_type == "rsa-pss":
+            pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+            return key.sign(data, pss, hashes.SHA256())
+        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+
+def _signature_algorithm(oid: str) -> bytes:
+    """The SignerInfo signatureAlgorithm for ``oid``, with its parameters."""
+    if oid == "1.2.840.113549.1.1.11":  # sha256WithRSAEncryption: NULL parameters (RFC 4055 §5)
+        return _seq(_oid(oid), b"\x05\x00")
+    if oid == "1.2.840.113549.1.1.10":  # RSASSA-PSS-params: SHA-256, MGF1-SHA-256, salt 32
+        sha256 = _algorithm(_HASH_OIDS["sha256"])
+        params = _seq(_tlv(0xA0, sha256), _tlv(0xA1, _seq(_oid(_OID_MGF1), sha256)), _tlv(0xA2, _int(32)))
+        return _seq(_oid(oid), params)
+    return _algorithm(oid)  # ECDSA and Ed25519: parameters absent
 
 
 def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:

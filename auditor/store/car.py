@@ -144,6 +144,8 @@ def encode_uvarint(value: int) -> bytes:
     """The minimal unsigned LEB128 encoding of ``0 <= value < 2**63``."""
     if 0 <= value < 0x80:
         return _SMALL_VARINTS[value]
+    if 0x80 <= value < 0x4000:  # the usual section length: two bytes
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
     if value < 0 or value >= 1 << 63:
         raise ValueError(f"varint: got {value}, expected 0 <= value < 2**63")
     out = bytearray()
@@ -547,7 +549,7 @@ class CarWriter:
 
     def add(self, cid: bytes, data: bytes) -> None:
         """Append one section: ``cid`` (binary CIDv1 or CIDv0) and the block's bytes."""
-        if not (len(cid) == CID_BINARY_LEN and cid.startswith(CID_PREFIX)):
+        if not (type(cid) is bytes and len(cid) == CID_BINARY_LEN and cid.startswith(CID_PREFIX)):
             cid = _check_cid(cid, "cid")
         n = len(cid) + len(data)
         section = b"".join((encode_uvarint(n), cid, data))
