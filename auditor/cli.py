@@ -41,6 +41,9 @@ def _boundary(command: F) -> F:
         except (AuditError, ValueError) as e:
             click.echo(f"vtaudit: error: {e}", err=True)
             sys.exit(2)
+        except BrokenPipeError:  # the reader of our output went away (`| head`): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
         except Exception as e:  # a bug in vtaudit, never the evidence's fault: say so plainly
             if os.environ.get("VTAUDIT_DEBUG"):
                 raise

@@ -317,7 +317,8 @@ CONTENT_INFO_DATA = cms.ContentInfo({"content_type": "data", "content": b"hello"
     [
         (b"", "too short"),
         (b"\x00", "too short"),
-        (b"\x30\x00", "structure"),
+        (b"\x30\x00", "ContentInfo elements"),
+        (b"\x31\x00", "ContentInfo"),
         (b"\x30\x80\x00\x00", "indefinite"),
         (b"\x04\x81\x01\x00", "non-minimal length"),
         (b"\x02\x02\x00\x01", "non-minimal INTEGER"),

@@ -51,6 +51,8 @@ _OID_SIGNING_CERTIFICATE = "1.2.840.113549.1.9.16.2.12"  # RFC 2634 §5.4
 _OID_SIGNING_CERTIFICATE_V2 = "1.2.840.113549.1.9.16.2.47"  # RFC 5035 §3
 _OID_SHA256 = "2.16.840.1.101.3.4.2.1"
 _ESS_OIDS = (_OID_SIGNING_CERTIFICATE_V2, _OID_SIGNING_CERTIFICATE)
+_SIGNED_DATA_OID_DER = bytes.fromhex("06092a864886f70d010702")
+_TST_INFO_OID_DER = bytes.fromhex("060b2a864886f70d0109100104")
 _OID_KP_TIME_STAMPING = ExtendedKeyUsageOID.TIME_STAMPING.dotted_string  # 1.3.6.1.5.5.7.3.8
 
 # Digest algorithms accepted for the CMS message digest and the signature (RFC 5754 §2).
@@ -181,7 +183,7 @@ def _der_walk(data: bytes, pos: int, end: int, depth: int) -> None:
             if tag & 0xC0 == 0:  # universal class: X.690 §8, §10.2
                 _der_universal(data, tag & 0x1F, constructed, start, stop)
             if constructed:
-                if 256 <= length <= 65_536:  # certificates repeat from token to token
+                if 64 <= length <= 65_536:  # certificates, sid, ESS repeat from token to token
                     _der_cached(data[pos:stop], depth + 1)
                 else:
                     stack.append((start, stop, depth + 1))
@@ -323,20 +325,33 @@ class _RawParts:
     attributes: tuple[tuple[bytes, bytes], ...]  # (type OID element, whole Attribute) each
 
 
-# Tag layouts, as regular expressions over the tags of a structure's elements.
-_LAYOUT_CONTENT_INFO = re.compile(rb"\x06\xa0")  # RFC 5652 §3
-_LAYOUT_SIGNED_DATA = re.compile(rb"\x02\x31\x30\xa0?\xa1?\x31")  # RFC 5652 §5.1
-_LAYOUT_ENCAP = re.compile(rb"\x06\xa0")  # RFC 5652 §5.2, eContent required (RFC 3161)
-_LAYOUT_ATTRIBUTE = re.compile(rb"\x06\x31")  # RFC 5652 §5.3: Attribute
-_LAYOUT_SIGNER_INFO = re.compile(rb"\x02[\x30\x80]\x30\xa0?\x30\x04\xa1?")  # RFC 5652 §5.3
+class _Layout(NamedTuple):
+    """The tags a structure's elements must carry: a regular expression, and in words."""
+
+    pattern: re.Pattern[bytes]
+    words: str
 
 
-def _fields(der: bytes, parent: _Tlv, layout: re.Pattern[bytes], what: str) -> list[_Tlv]:
+_LAYOUT_CONTENT_INFO = _Layout(re.compile(rb"\x06\xa0"), "OID, [0] (RFC 5652 §3)")
+_LAYOUT_SIGNED_DATA = _Layout(
+    re.compile(rb"\x02\x31\x30\xa0?\xa1?\x31"),
+    "INTEGER, SET, SEQUENCE, optional [0] and [1], SET (RFC 5652 §5.1)",
+)
+_LAYOUT_ENCAP = _Layout(re.compile(rb"\x06\xa0"), "OID, [0] eContent (RFC 5652 §5.2, RFC 3161 §2.4.2)")
+_LAYOUT_ATTRIBUTE = _Layout(re.compile(rb"\x06\x31"), "OID, SET (RFC 5652 §5.3)")
+_LAYOUT_SIGNER_INFO = _Layout(
+    re.compile(rb"\x02[\x30\x80]\x30\xa0?\x30\x04\xa1?"),
+    "INTEGER, SEQUENCE or [0], SEQUENCE, optional [0], SEQUENCE, OCTET STRING, optional [1] (RFC 5652 §5.3)",
+)
+
+
+def _fields(der: bytes, parent: _Tlv, layout: _Layout, what: str) -> list[_Tlv]:
     """The elements of ``parent``, whose tags must match ``layout`` exactly."""
     fields = _tlvs(der, parent.body, parent.end)
     tags = bytes(t.tag for t in fields)
-    if layout.fullmatch(tags) is None:
-        raise TimestampError(_problem(f"{what} layout", f"tags {tags.hex(' ')}", layout.pattern))
+    if layout.pattern.fullmatch(tags) is None:
+        got = f"tags {tags.hex(' ')}" if tags else "no elements"
+        raise TimestampError(_problem(f"{what} elements", got, layout.words))
     return fields
 
 
@@ -348,12 +363,22 @@ def _raw_parts(der: bytes) -> _RawParts:
     SignerInfo must carry exactly the tag RFC 5652 gives it.
     """
     top = _tlvs(der, 0, len(der))[0]
-    content = _fields(der, top, _LAYOUT_CONTENT_INFO, "ContentInfo")[1]
+    if top.tag != 0x30:
+        raise TimestampError(_problem("ContentInfo", f"tag {top.tag:#04x}", "a SEQUENCE"))
+    content_type, content = _fields(der, top, _LAYOUT_CONTENT_INFO, "ContentInfo")
+    if der[content_type.start : content_type.end] != _SIGNED_DATA_OID_DER:  # RFC 3161 §2.4.2
+        got = _oid_text(der[content_type.start : content_type.end])
+        raise TimestampError(_problem("ContentInfo contentType", got, f"signedData {_OID_SIGNED_DATA}"))
     signed_data = _tlvs(der, content.body, content.end)
     if len(signed_data) != 1 or signed_data[0].tag != 0x30:
         raise TimestampError(_problem("ContentInfo content", "not one SEQUENCE", "SignedData"))
     fields = _fields(der, signed_data[0], _LAYOUT_SIGNED_DATA, "SignedData")
-    explicit = _fields(der, fields[2], _LAYOUT_ENCAP, "encapContentInfo")[1]
+    if fields[2].tag != 0x30:
+        raise TimestampError(_problem("encapContentInfo", f"tag {fields[2].tag:#04x}", "a SEQUENCE"))
+    econtent_type, explicit = _fields(der, fields[2], _LAYOUT_ENCAP, "encapContentInfo")
+    if der[econtent_type.start : econtent_type.end] != _TST_INFO_OID_DER:  # RFC 3161 §2.4.2
+        got = _oid_text(der[econtent_type.start : econtent_type.end])
+        raise TimestampError(_problem("eContentType", got, f"id-ct-TSTInfo {_OID_TST_INFO}"))
     econtent = _tlvs(der, explicit.body, explicit.end)
     if len(econtent) != 1 or econtent[0].tag != 0x04:
         raise TimestampError(_problem("eContent", "not one OCTET STRING", "a DER TSTInfo"))
@@ -461,17 +486,6 @@ def _parse(der: bytes) -> _Parsed:
 
 
 def _parse_der(der: bytes) -> _Parsed:
-    content_info = cms.ContentInfo.load(der, strict=True)
-    content_type = content_info["content_type"].dotted
-    if content_type != _OID_SIGNED_DATA:  # RFC 3161 §2.4.2, RFC 5652 §3
-        raise TimestampError(
-            _problem("ContentInfo contentType", content_type, f"signedData {_OID_SIGNED_DATA}")
-        )
-    signed_data = content_info["content"]
-    encap = signed_data["encap_content_info"]
-    econtent_type = encap["content_type"].dotted
-    if econtent_type != _OID_TST_INFO:  # RFC 3161 §2.4.2
-        raise TimestampError(_problem("eContentType", econtent_type, f"id-ct-TSTInfo {_OID_TST_INFO}"))
     raw = _raw_parts(der)
     try:
         _der_check(raw.econtent)

@@ -28,10 +28,14 @@ from auditor.sim.tsa import TestTsa
 __all__ = [
     "BlockBuilt",
     "BlockSpec",
+    "RegistrantContext",
     "WorkerContext",
     "build_blocks",
+    "build_registrants",
+    "district_of",
     "init_worker",
     "make_record",
+    "registrant_body",
     "voter_key",
 ]
 
@@ -47,6 +51,54 @@ TEXT_POOL = (
     "Lower taxes",
     "More street lights",
 )
+
+
+DISTRICT_WEIGHTS = (9, 7, 4, 3, 3, 2, 2, 1)
+DAY = 86_400_000
+
+
+@dataclass(frozen=True)
+class RegistrantContext:
+    seed: int
+    registration_authority: str
+    districts: tuple[str, ...]
+    t0: int
+
+
+def district_of(index: int, districts: int) -> int:
+    """The district of voter ``index``: weighted 9:7:4:3:3:2:2:1, spread evenly."""
+    weights = DISTRICT_WEIGHTS[:districts]
+    slot = (index * 7919) % sum(weights)
+    for d, w in enumerate(weights):
+        if slot < w:
+            return d
+        slot -= w
+    return 0  # pragma: no cover
+
+
+def registrant_body(ctx: RegistrantContext, index: int, key: SigningKey, district: int) -> dict[str, Any]:
+    return {
+        "registrationAuthority": ctx.registration_authority,
+        "key": key.public_b64u,
+        "district": ctx.districts[district],
+        "publicDetails": b64u_encode(hashlib.sha256(f"public details {ctx.seed}/{index}".encode()).digest()),
+        "privateDetails": b64u_encode(
+            hashlib.sha256(f"private details {ctx.seed}/{index}".encode()).digest()
+        ),
+        "registered": ctx.t0 - 30 * DAY + (index * 997) % (34 * DAY),
+    }
+
+
+def build_registrants(task: tuple[RegistrantContext, int, int]) -> list[tuple[str, bytes, int]]:
+    """Registrant records for voters [start, end): (CID, bytes, district index)."""
+    ctx, start, end = task
+    out = []
+    for index in range(start, end):
+        key = voter_key(ctx.seed, index)
+        d = district_of(index, len(ctx.districts))
+        cid, raw, _ = make_record("registrant", registrant_body(ctx, index, key, d), [key])
+        out.append((cid, raw, d))
+    return out
 
 
 def voter_seed(seed: int, index: int) -> bytes:
@@ -100,7 +152,8 @@ class BlockBuilt:
     receipts: list[tuple[str, bytes]]
     histogram: bytes  # JCS of the histogram of the block's valid votes
     voters: int
-    secrets: list[dict[str, Any]]
+    first_member: int  # voter index of the block's first member (for disputes, reports)
+    secret_lines: str  # the members' secrets as NDJSON (serialized here, off the parent)
 
 
 @dataclass(frozen=True)
@@ -327,6 +380,7 @@ def build_block(spec: BlockSpec) -> BlockBuilt:
         s["block"] = block_cid
         s["receipt"] = receipts[0][0]
         s["receiptResult"] = spec.result
+    lines = "".join(json.dumps(s, ensure_ascii=False, sort_keys=True) + "\n" for s in secrets)
     return BlockBuilt(
         seq=spec.seq,
         template=spec.template,
@@ -336,7 +390,8 @@ def build_block(spec: BlockSpec) -> BlockBuilt:
         receipts=receipts,
         histogram=jcs(histogram),
         voters=len(keys) if spec.result == "accepted" else 0,
-        secrets=secrets,
+        first_member=spec.members[0],
+        secret_lines=lines,
     )
 
 

@@ -34,12 +34,16 @@ from auditor.model.records import BallotTemplate
 from auditor.sim.blocks import (
     BlockBuilt,
     BlockSpec,
+    RegistrantContext,
     WorkerContext,
     build_blocks,
+    build_registrants,
+    district_of,
     histogram_of,
     init_worker,
     make_record,
     receipt_key,
+    registrant_body,
     tsa_seed,
     voter_key,
 )
@@ -55,7 +59,6 @@ MINUTE = 60_000
 T0 = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp() * 1000)
 
 DISTRICTS = ("north", "south", "east", "west", "central", "harbor", "hills", "valley")
-DISTRICT_WEIGHTS = (9, 7, 4, 3, 3, 2, 2, 1)
 
 
 @dataclass(frozen=True)
@@ -479,27 +482,10 @@ class Simulation:
     # ------------------------------------------------------------------ registration
 
     def district_of(self, index: int) -> int:
-        weights = DISTRICT_WEIGHTS[: len(self.districts)]
-        slot = (index * 7919) % sum(weights)
-        for d, w in enumerate(weights):
-            if slot < w:
-                return d
-            slot -= w
-        return 0  # pragma: no cover
+        return district_of(index, len(self.districts))
 
-    def registrant_body(self, index: int, key: SigningKey, district: int) -> dict[str, Any]:
-        return {
-            "registrationAuthority": self.ra.founding,
-            "key": key.public_b64u,
-            "district": self.districts[district],
-            "publicDetails": b64u_encode(
-                hashlib.sha256(f"public details {self.c.seed}/{index}".encode()).digest()
-            ),
-            "privateDetails": b64u_encode(
-                hashlib.sha256(f"private details {self.c.seed}/{index}".encode()).digest()
-            ),
-            "registered": T0 - 30 * DAY + (index * 997) % (34 * DAY),
-        }
+    def registrant_context(self) -> RegistrantContext:
+        return RegistrantContext(self.c.seed, self.ra.founding, tuple(self.districts), T0)
 
     def registration(self) -> None:
         n = self.c.voters
@@ -513,7 +499,7 @@ class Simulation:
             districts[self.districts[d]] += 1
         if self.t == "roll-duplicate-key":  # tamper: a second registrant record for voter 0's key
             key = voter_key(self.c.seed, 0)
-            body = self.registrant_body(0, key, self.district_of(0))
+            body = registrant_body(self.registrant_context(), 0, key, self.district_of(0))
             body["registered"] += 1
             cid, raw, _ = make_record("registrant", body, [key])
             self.sink.add("registrant", cid, raw)
@@ -561,11 +547,17 @@ class Simulation:
         )
 
     def _registrants(self, n: int) -> Iterator[tuple[str, bytes, int]]:
-        for index in range(n):
-            key = voter_key(self.c.seed, index)
-            d = self.district_of(index)
-            cid, raw, _ = make_record("registrant", self.registrant_body(index, key, d), [key])
-            yield cid, raw, d
+        ctx = self.registrant_context()
+        chunk = 2048
+        ranges = [(ctx, start, min(start + chunk, n)) for start in range(0, n, chunk)]
+        workers = self.c.workers or (os.cpu_count() or 1)
+        if workers <= 1 or n < 4 * chunk:
+            for r in ranges:
+                yield from build_registrants(r)
+            return
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for built in pool.map(build_registrants, ranges):
+                yield from built
 
     # ------------------------------------------------------------------ voting
 
@@ -642,8 +634,7 @@ class Simulation:
         for built in self._build(specs):
             if self.designated is not None and built.seq == self.designated.seq:
                 self.designated_cid = cid_to_binary(built.block_cid)
-            if built.secrets:
-                self._members_by_receipt[built.receipts[0][0]] = [built.secrets[0]["index"]]
+            self._members_by_receipt[built.receipts[0][0]] = [built.first_member]
             self.sink.add("vote_block", built.block_cid, built.block_raw)
             for cid, raw in built.receipts:
                 self.sink.add("receipt", cid, raw)
@@ -662,12 +653,12 @@ class Simulation:
                         built.receipts,
                         b"",
                         0,
-                        built.secrets,
+                        built.first_member,
+                        "",
                     )
                 )
             if self.secrets_file is not None:
-                for s in built.secrets:
-                    self.secrets_file.write(json.dumps(s, ensure_ascii=False, sort_keys=True) + "\n")
+                self.secrets_file.write(built.secret_lines)
 
     def _apply_block_tampers(self, specs: list[BlockSpec]) -> None:
         t = self.t
@@ -998,9 +989,9 @@ class Simulation:
     def _tampered_dispute(self) -> None:
         if self.t == "dispute-unresolved":
             late = next((b for b in self.rejected[0] if b.result == "inopportune"), None)
-            if late is None or not late.secrets:
+            if late is None:
                 raise ValueError("the election is too small for tamper dispute-unresolved")
-            member, receipt = late.secrets[0], late.receipts[0][0]
+            member, receipt = {"index": late.first_member}, late.receipts[0][0]
         else:
             omitted = self._designated_cid()
             receipt = next(r for c, _, _, r in self.accepted[0] if c == omitted)
