@@ -185,6 +185,68 @@ def simulate(
 @main.command()
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Evidence directory (created, or resumed).",
+)
+@click.option("--quiet", is_flag=True, help="No progress, only the summary.")
+@_boundary
+def harvest(sources: tuple[Path, ...], out: Path, quiet: bool) -> None:
+    """Harvest every record of SOURCES into an evidence store (Parquet + DuckDB).
+
+    SOURCES are evidence directories, .car files or .ndjson files (spec §7.2). Every
+    record is checked against the CID it was published under; what fails is kept in
+    the quarantine table with the reason. Running again resumes each source after the
+    last committed record (a killed harvest loses nothing). docs/evidence-store.md
+    describes the tables.
+
+    \b
+    Example:
+      vtaudit harvest demo-out/election/evidence.car --out demo-out/evidence
+      cd demo-out/evidence && duckdb evidence.duckdb
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from auditor.harvest import ArchiveSource
+    from auditor.harvest import harvest as run_harvest
+    from auditor.store.evidence import HarvestStats
+
+    console = Console(stderr=True, quiet=quiet)
+    started = time.perf_counter()
+    with console.status("harvesting…") as status:
+
+        def progress(stats: HarvestStats) -> None:
+            rate = stats.read / max(time.perf_counter() - started, 1e-9)
+            status.update(
+                f"harvesting: {stats.read:,} records read, {stats.new:,} new, "
+                f"{stats.quarantined:,} quarantined, {stats.bytes / 1e6:,.1f} MB, {rate:,.0f} records/s"
+            )
+
+        _, stats = run_harvest([ArchiveSource(p) for p in sources], out, None if quiet else progress)
+    table = Table(title=f"harvest into {out}", show_edge=False)
+    for column in ("records read", "new", "duplicates", "quarantined", "MB", "seconds", "records/s"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        f"{stats.read:,}",
+        f"{stats.new:,}",
+        f"{stats.duplicates:,}",
+        f"{stats.quarantined:,}",
+        f"{stats.bytes / 1e6:,.1f}",
+        f"{stats.seconds:.1f}",
+        f"{stats.read / max(stats.seconds, 1e-9):,.0f}",
+    )
+    Console(width=120).print(table)
+    if stats.quarantined:
+        click.echo(
+            f"{stats.quarantined} records quarantined: see the quarantine table ({out}/tables/quarantine)"
+        )
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
     "--trust", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Trust file (spec §9)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")

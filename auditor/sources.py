@@ -27,6 +27,7 @@ class RawRecord:
     claimed_cid: str | None  # the CID the source published these bytes under, if any
     location: str  # file, line or byte offset: enough for a person to find it
     defect: str | None = None  # set when the bytes could not be cut out cleanly
+    resume: str | None = None  # the source's cursor just after this record (see iter_source)
 
 
 def source_kind(path: Path) -> str:
@@ -42,17 +43,23 @@ def source_kind(path: Path) -> str:
     return "car"
 
 
-def iter_source(path: Path) -> Iterator[RawRecord]:
+def iter_source(path: Path, after: str | None = None) -> Iterator[RawRecord]:
+    """The records of an archive, in a stable order, starting after the cursor ``after``.
+
+    Cursors (``RawRecord.resume``): for a CAR file and an NDJSON file, the byte offset
+    after the record; for a directory, the record's relative path (files are read in
+    sorted order). A cursor from a previous run resumes exactly after that record.
+    """
     kind = source_kind(path)
     if kind == "dir":
-        yield from _iter_dir(path)
+        yield from _iter_dir(path, after)
     elif kind == "ndjson":
-        yield from _iter_ndjson(path)
+        yield from _iter_ndjson(path, int(after or 0))
     else:
-        yield from _iter_car(path)
+        yield from _iter_car(path, int(after) if after else None)
 
 
-def _iter_dir(root: Path) -> Iterator[RawRecord]:
+def _iter_dir(root: Path, after: str | None = None) -> Iterator[RawRecord]:
     """Every regular file below ``root`` is one envelope; a name ``<cid>.json`` is a claim."""
     for folder, dirs, files in os.walk(root):
         dirs.sort()
@@ -63,42 +70,62 @@ def _iter_dir(root: Path) -> Iterator[RawRecord]:
             if not name.endswith(".json") or (folder == str(root) and name == "manifest.json"):
                 continue
             path = Path(folder) / name
+            location = path.relative_to(root).as_posix()
+            if after is not None and location <= after:
+                continue
             size = path.stat().st_size
-            location = str(path.relative_to(root))
             stem = name[: -len(".json")]
             claimed = stem if is_cid_text(stem) else None
             if size > MAX_ENVELOPE_BYTES:
-                yield RawRecord(b"", claimed, location, f"file of {size} bytes, over the 8 MiB limit")
+                yield RawRecord(
+                    b"", claimed, location, f"file of {size} bytes, over the 8 MiB limit", location
+                )
                 continue
-            yield RawRecord(path.read_bytes(), claimed, location)
+            yield RawRecord(path.read_bytes(), claimed, location, None, location)
 
 
-def _iter_ndjson(path: Path) -> Iterator[RawRecord]:
+def _iter_ndjson(path: Path, start: int = 0) -> Iterator[RawRecord]:
     with open(path, "rb") as f:
-        for number, line in enumerate(f, start=1):
+        f.seek(start)
+        offset = start
+        while True:
+            line = f.readline(MAX_ENVELOPE_BYTES + 2)
+            if not line:
+                return
+            where = f"{path.name}@{offset}"
+            offset += len(line)
+            if len(line) > MAX_ENVELOPE_BYTES + 1 and not line.endswith(b"\n"):
+                while line and not line.endswith(b"\n"):  # skip the rest of an oversized line
+                    line = f.readline(1 << 20)
+                    offset += len(line)
+                yield RawRecord(b"", None, where, "line over the 8 MiB limit", str(offset))
+                continue
             stripped = line.strip()
-            if not stripped:
-                continue
-            if len(stripped) > MAX_ENVELOPE_BYTES:
-                yield RawRecord(b"", None, f"{path.name}:{number}", "line over the 8 MiB limit")
-                continue
-            yield RawRecord(stripped, None, f"{path.name}:{number}")
+            if stripped:
+                yield RawRecord(stripped, None, where, None, str(offset))
 
 
-def _iter_car(path: Path) -> Iterator[RawRecord]:
+def _iter_car(path: Path, start: int | None = None) -> Iterator[RawRecord]:
     with open(path, "rb", buffering=1 << 20) as f:
         try:
             read_header(f)
         except CarError as e:
             raise InputError(f"{path}: not a readable CARv1 file: {e}") from e
+        if start is not None:
+            f.seek(start)
         for item in iter_sections(f):
             where = f"{path.name}@{item.offset}"
             if isinstance(item, CarBlock):
+                resume = str(item.end)
                 try:
                     claimed = cid_from_binary(bytes(item.cid))
                 except EncodingError:
-                    yield RawRecord(bytes(item.data), None, where, "CID is not a CIDv1 json/sha2-256 CID")
+                    yield RawRecord(
+                        bytes(item.data), None, where, "CID is not a CIDv1 json/sha2-256 CID", resume
+                    )
                     continue
-                yield RawRecord(bytes(item.data), claimed, where)
+                yield RawRecord(bytes(item.data), claimed, where, None, resume)
             else:
-                yield RawRecord(bytes(item.raw), None, where, item.reason)
+                yield RawRecord(
+                    bytes(item.raw), None, where, item.reason, str(item.end) if item.end else None
+                )

@@ -19,7 +19,7 @@ which RFC 5612 reserves for documentation and examples. Sigstore's arc (57264, w
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -261,6 +261,7 @@ class TestTsa:
         self._tsa_der = self._tsa.public_bytes(serialization.Encoding.DER)
         self._accuracy = b"" if accuracy_ms is None else _seq(_tlv(0x80, _int(accuracy_ms)[2:]))
         self._prepare(sid_key_identifier)
+        self._sign = self._make_signer()
 
     def _prepare(self, sid_key_identifier: bool) -> None:
         """Precompute every DER piece that does not depend on digest, time or serial."""
@@ -364,20 +365,23 @@ class TestTsa:
         )
         return _seq(self._signed_data_oid, _tlv(0xA0, signed_data))  # ContentInfo
 
-    def _sign(self, data: bytes) -> bytes:
-        """Sign as the key type says; ECDSA with RFC 6979 nonces, PSS with a random salt."""
+    def _make_signer(self) -> Callable[[bytes], bytes]:
+        """The signing function for the key type, its parameters built once.
+
+        ECDSA uses RFC 6979 nonces (same input, same bytes); PSS uses a random salt.
+        """
         key = self._tsa_key
         if isinstance(key, ec.EllipticCurvePrivateKey):
-            hash_algorithm = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384()}.get(
-                self._digest_name, hashes.SHA512()
-            )
-            return key.sign(data, ec.ECDSA(hash_algorithm, deterministic_signing=True))
+            by_name = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}
+            ecdsa = ec.ECDSA(by_name[self._digest_name], deterministic_signing=True)
+            return lambda data: key.sign(data, ecdsa)
         if isinstance(key, ed25519.Ed25519PrivateKey):
-            return key.sign(data)
+            return key.sign
         if self._key_type == "rsa-pss":
             pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
-            return key.sign(data, pss, hashes.SHA256())
-        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+            return lambda data: key.sign(data, pss, hashes.SHA256())
+        pkcs1 = padding.PKCS1v15()
+        return lambda data: key.sign(data, pkcs1, hashes.SHA256())
 
 
 def _signature_algorithm(oid: str) -> bytes:

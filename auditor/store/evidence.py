@@ -1,0 +1,294 @@
+"""The evidence store: every harvested record, verified against its CID, in Parquet.
+
+Layout of an evidence directory (docs/evidence-store.md)::
+
+    store.json                 the commit log: committed parts, per-source cursors, counts
+    tables/<table>/part-NNNNNN.parquet
+    evidence.duckdb            DuckDB views over the tables (open it from this directory)
+
+Tables: ``envelopes`` (cid, type, raw bytes: content-addressed by CID), one typed table
+per record type (auditor.store.tables), ``signatures``, ``timestamps``, ``provenance``
+(which source served which CID, where and when) and ``quarantine`` (what failed, with
+the source, the reason and the raw bytes: nothing is dropped).
+
+Crash safety: rows are buffered and written as new part files (temporary name, fsync,
+rename); a batch becomes visible only when ``store.json`` listing it is replaced
+atomically, together with the cursors of the sources it came from. Part files that no
+committed log lists are leftovers of a crash and are deleted when the store is opened;
+their records are fetched again from the cursors, which did not advance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from auditor.errors import CidMismatchError, EncodingError, InputError
+from auditor.model.encoding import b64u_decode
+from auditor.model.envelope import Envelope, parse_envelope
+from auditor.sources import RawRecord
+from auditor.store.tables import TABLES, TS, row_of, schema_of
+
+__all__ = ["BASE_TABLES", "EvidenceStore", "HarvestStats", "connect"]
+
+LOG = "store.json"
+FORMAT = "vtaudit-evidence/1"
+
+BASE_TABLES: dict[str, pa.Schema] = {
+    "envelopes": pa.schema(
+        [("cid", pa.string()), ("type", pa.string()), ("size", pa.int64()), ("raw", pa.binary())]
+    ),
+    "signatures": pa.schema(
+        [("cid", pa.string()), ("idx", pa.int32()), ("key", pa.binary()), ("sig", pa.binary())]
+    ),
+    "timestamps": pa.schema([("cid", pa.string()), ("idx", pa.int32()), ("token", pa.binary())]),
+    "provenance": pa.schema(
+        [("cid", pa.string()), ("source", pa.string()), ("location", pa.string()), ("seen_at", TS)]
+    ),
+    "quarantine": pa.schema(
+        [
+            ("source", pa.string()),
+            ("location", pa.string()),
+            ("claimed_cid", pa.string()),
+            ("check_id", pa.string()),
+            ("reason", pa.string()),
+            ("raw", pa.binary()),
+            ("seen_at", TS),
+        ]
+    ),
+}
+ALL_TABLES: dict[str, pa.Schema] = {**BASE_TABLES, **{t: schema_of(t) for t in TABLES}}
+QUARANTINE_RAW_LIMIT = 64 * 1024  # keep this much of a bad record's bytes (the size is in the reason)
+
+
+@dataclass
+class HarvestStats:
+    read: int = 0
+    new: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    bytes: int = 0
+    by_type: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    seconds: float = 0.0
+
+
+class EvidenceStore:
+    """Open (or create) an evidence directory and add records to it."""
+
+    def __init__(self, root: Path, *, create: bool = True, batch_records: int | None = None) -> None:
+        self.root = root
+        # rows buffered before a commit; VTAUDIT_STORE_BATCH lowers it for crash tests
+        self.batch_records = batch_records or int(os.environ.get("VTAUDIT_STORE_BATCH", "50000"))
+        log_path = root / LOG
+        if not log_path.exists():
+            if not create:
+                raise InputError(f"{root}: not an evidence store (no {LOG}); run `vtaudit harvest` first")
+            root.mkdir(parents=True, exist_ok=True)
+            self.log: dict[str, Any] = {"format": FORMAT, "parts": {}, "cursors": {}, "next_part": 1}
+            for name, schema in ALL_TABLES.items():
+                self._write_part(name, schema.empty_table())
+            self._commit()
+        else:
+            try:
+                self.log = json.loads(log_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise InputError(f"{log_path}: unreadable store log ({e})") from e
+            if self.log.get("format") != FORMAT:
+                raise InputError(f"{root}: store format {self.log.get('format')!r}, expected {FORMAT}")
+            self._remove_uncommitted()
+        self.known: set[str] = set(self._column("envelopes", "cid"))
+        self._pending: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._pending_count = 0
+        self._pending_bytes = 0
+
+    # ------------------------------------------------------------------ reading
+
+    def parts(self, table: str) -> list[Path]:
+        return [self.root / "tables" / table / name for name in self.log["parts"].get(table, [])]
+
+    def table(self, name: str) -> pa.Table:
+        return pa.concat_tables([pq.read_table(p) for p in self.parts(name)]).cast(ALL_TABLES[name])
+
+    def _column(self, table: str, column: str) -> list[Any]:
+        values: list[Any] = []
+        for p in self.parts(table):
+            values.extend(pq.read_table(p, columns=[column]).column(0).to_pylist())
+        return values
+
+    def cursor(self, source: str) -> str | None:
+        value = self.log["cursors"].get(source)
+        return str(value) if value is not None else None
+
+    # ------------------------------------------------------------------ writing
+
+    def add(self, raw: RawRecord, source: str, stats: HarvestStats) -> Envelope | None:
+        """Check ``raw`` against its CID, parse it and buffer its rows; quarantine what fails."""
+        stats.read += 1
+        stats.bytes += len(raw.raw)
+        now = int(time.time() * 1000)
+        if raw.defect is not None:
+            self._quarantine(
+                raw, source, "REC-CID" if "CID" in raw.defect else "REC-SCHEMA", raw.defect, now, stats
+            )
+            return None
+        try:
+            envelope = parse_envelope(raw.raw, cid=raw.claimed_cid)
+        except CidMismatchError as e:
+            reason = f"the bytes published as {e.claimed} hash to {e.actual}"
+            self._quarantine(raw, source, "REC-CID", reason, now, stats)
+            return None
+        except EncodingError as e:
+            self._quarantine(raw, source, "REC-SCHEMA", str(e), now, stats)
+            return None
+        self._pending["provenance"].append(
+            {"cid": envelope.cid, "source": source, "location": raw.location, "seen_at": now}
+        )
+        if envelope.cid in self.known:
+            stats.duplicates += 1
+            return None
+        self.known.add(envelope.cid)
+        stats.new += 1
+        stats.by_type[envelope.type] += 1
+        cid = envelope.cid
+        self._pending["envelopes"].append(
+            {"cid": cid, "type": envelope.type, "size": len(envelope.raw), "raw": envelope.raw}
+        )
+        for i, s in enumerate(envelope.signatures):
+            self._pending["signatures"].append(
+                {"cid": cid, "idx": i, "key": b64u_decode(s.key), "sig": b64u_decode(s.sig)}
+            )
+        for i, token in enumerate(envelope.timestamps):
+            self._pending["timestamps"].append({"cid": cid, "idx": i, "token": token})
+        self._pending[envelope.type].append(row_of(envelope))
+        self._pending_count += 1
+        self._pending_bytes += len(envelope.raw)
+        return envelope
+
+    def _quarantine(
+        self, raw: RawRecord, source: str, check: str, reason: str, now: int, stats: HarvestStats
+    ) -> None:
+        stats.quarantined += 1
+        self._pending["quarantine"].append(
+            {
+                "source": source,
+                "location": raw.location,
+                "claimed_cid": raw.claimed_cid,
+                "check_id": check,
+                "reason": reason
+                if len(raw.raw) <= QUARANTINE_RAW_LIMIT
+                else f"{reason} ({len(raw.raw)} bytes, kept the first {QUARANTINE_RAW_LIMIT})",
+                "raw": raw.raw[:QUARANTINE_RAW_LIMIT],
+                "seen_at": now,
+            }
+        )
+        self._pending_count += 1
+
+    @property
+    def should_flush(self) -> bool:
+        return self._pending_count >= self.batch_records or self._pending_bytes >= 128 * 1024 * 1024
+
+    def flush(self, cursors: dict[str, str] | None = None) -> None:
+        """Write buffered rows as new parts and commit them with ``cursors``, atomically."""
+        for name, rows in self._pending.items():
+            if rows:
+                self._write_part(name, pa.Table.from_pylist(rows, schema=ALL_TABLES[name]))
+        self._pending.clear()
+        self._pending_count = 0
+        self._pending_bytes = 0
+        if cursors:
+            self.log["cursors"].update(cursors)
+        self._commit()
+
+    def _write_part(self, table: str, data: pa.Table) -> None:
+        folder = self.root / "tables" / table
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"part-{self.log['next_part']:06d}.parquet"
+        self.log["next_part"] += 1
+        tmp = folder / (name + ".tmp")
+        pq.write_table(data, tmp, compression="zstd")
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, folder / name)
+        self.log["parts"].setdefault(table, []).append(name)
+
+    def _commit(self) -> None:
+        tmp = self.root / (LOG + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(self.log, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.root / LOG)
+        dir_fd = os.open(self.root, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _remove_uncommitted(self) -> None:
+        tables = self.root / "tables"
+        if not tables.exists():
+            return
+        for folder in tables.iterdir():
+            listed = set(self.log["parts"].get(folder.name, []))
+            for part in folder.iterdir():
+                if part.name not in listed:
+                    part.unlink()
+
+    def write_views(self) -> None:
+        """(Re)write evidence.duckdb: one view per table, over relative Parquet paths."""
+        tmp = self.root / "evidence.duckdb.tmp"
+        tmp.unlink(missing_ok=True)
+        con = duckdb.connect(str(tmp))
+        try:
+            # relative paths bind against file_search_path here, and against the working
+            # directory when a person opens the database: open it from the store's folder.
+            con.execute("SET file_search_path = ?", [str(self.root.resolve())])
+            for name in ALL_TABLES:
+                glob = f"'tables/{name}/*.parquet'"
+                view = f"CREATE VIEW {_ident(name)} AS SELECT * FROM read_parquet({glob}, union_by_name=true)"
+                con.execute(view)
+        finally:
+            con.close()
+        os.replace(tmp, self.root / "evidence.duckdb")
+
+    def add_all(self, source: str, records: Iterable[RawRecord], stats: HarvestStats) -> None:
+        """Add a source's records, committing its cursor with every batch (RawRecord.resume)."""
+        last: str | None = None
+        for raw in records:
+            self.add(raw, source, stats)
+            if raw.resume is not None:
+                last = raw.resume
+            if self.should_flush:
+                self.flush({source: last} if last is not None else None)
+        self.flush({source: last} if last is not None else None)
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal (DDL cannot take prepared parameters)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def connect(root: Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with a view per table of the store at ``root``."""
+    store = EvidenceStore(root, create=False)
+    con = duckdb.connect()
+    for name in ALL_TABLES:
+        files = ", ".join(_literal(str(p.resolve())) for p in store.parts(name))
+        con.execute(
+            f"CREATE VIEW {_ident(name)} AS SELECT * FROM read_parquet([{files}], union_by_name=true)"
+        )
+    return con

@@ -1,0 +1,155 @@
+"""The evidence store: typed tables, provenance, quarantine, resumption, crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from auditor.errors import InputError
+from auditor.harvest import ArchiveSource, harvest
+from auditor.sim.election import SimConfig, simulate
+from auditor.store.evidence import EvidenceStore, connect
+
+
+@pytest.fixture(scope="module")
+def election(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("store") / "e"
+    simulate(SimConfig(voters=150, seed=21, districts=2, workers=1, formats=("dir", "car", "ndjson")), out)
+    return out
+
+
+def _envelope_cids(root: Path) -> list[str]:
+    return sorted(connect(root).execute("select cid from envelopes").fetchall())  # type: ignore[arg-type]
+
+
+def test_harvest_fills_typed_tables_and_views(election: Path, tmp_path: Path) -> None:
+    _, stats = harvest([ArchiveSource(election / "evidence.car")], tmp_path / "ev")
+    manifest = json.loads((election / "manifest.json").read_text())
+    assert stats.new == manifest["records"] and stats.quarantined == 0
+    con = connect(tmp_path / "ev")
+    by_type = dict(con.execute("select type, count(*) from envelopes group by type").fetchall())
+    assert by_type == manifest["byType"]
+    for record_type, count in manifest["byType"].items():
+        assert con.execute(f'select count(*) from "{record_type}"').fetchone() == (count,)
+    key_len, registered_type = con.execute(
+        "select octet_length(key), typeof(registered) from registrant limit 1"
+    ).fetchone()  # type: ignore[misc]
+    assert key_len == 32 and registered_type.startswith("TIMESTAMP")
+    signatures = con.execute("select count(*) from signatures").fetchone()
+    assert signatures is not None and signatures[0] > manifest["records"]
+    # the persistent database works from inside the store's folder
+    here = os.getcwd()
+    try:
+        os.chdir(tmp_path / "ev")
+        db = duckdb.connect("evidence.duckdb", read_only=True)
+        assert db.execute("select count(*) from vote_block").fetchone() == (manifest["byType"]["vote_block"],)
+    finally:
+        os.chdir(here)
+
+
+def test_all_archive_forms_give_one_set_with_provenance(election: Path, tmp_path: Path) -> None:
+    sources = [ArchiveSource(election / name) for name in ("evidence.car", "records", "evidence.ndjson")]
+    _, stats = harvest(sources, tmp_path / "ev")
+    manifest = json.loads((election / "manifest.json").read_text())
+    assert stats.new == manifest["records"] and stats.duplicates == 2 * manifest["records"]
+    con = connect(tmp_path / "ev")
+    per_cid = con.execute("select count(distinct source) from provenance group by cid").fetchall()
+    assert {n for (n,) in per_cid} == {3}
+
+
+def test_second_run_resumes_and_adds_nothing(election: Path, tmp_path: Path) -> None:
+    harvest([ArchiveSource(election / "evidence.car")], tmp_path / "ev")
+    before = _envelope_cids(tmp_path / "ev")
+    _, stats = harvest([ArchiveSource(election / "evidence.car")], tmp_path / "ev")
+    assert stats.read == 0
+    assert _envelope_cids(tmp_path / "ev") == before
+    assert connect(tmp_path / "ev").execute("select count(*) from provenance").fetchone() == (len(before),)
+
+
+def test_bad_records_are_quarantined_with_reason_and_bytes(tmp_path: Path) -> None:
+    lines = [
+        b'{"v":1.5}',
+        b"not json at all",
+        b'{"v":1,"type":"nope","body":{},"signatures":[],"timestamps":[]}',
+    ]
+    (tmp_path / "bad.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+    _, stats = harvest([ArchiveSource(tmp_path / "bad.ndjson")], tmp_path / "ev")
+    assert stats.quarantined == 3 and stats.new == 0
+    query = "select check_id, reason, raw from quarantine order by location"
+    rows = connect(tmp_path / "ev").execute(query).fetchall()
+    assert [r[0] for r in rows] == ["REC-SCHEMA"] * 3
+    assert {bytes(r[2]) for r in rows} == set(lines)
+    assert any("floating point" in r[1] for r in rows) and any("record type" in r[1] for r in rows)
+
+
+def test_bytes_not_matching_their_cid_are_quarantined(tmp_path: Path) -> None:
+    out = tmp_path / "e"
+    simulate(
+        SimConfig(voters=80, seed=2, districts=1, workers=1, tamper="cid-mismatch", formats=("car",)), out
+    )
+    _, stats = harvest([ArchiveSource(out / "evidence.car")], tmp_path / "ev")
+    assert stats.quarantined == 1
+    check, reason, claimed = (
+        connect(tmp_path / "ev").execute("select check_id, reason, claimed_cid from quarantine").fetchone()
+    )  # type: ignore[misc]
+    assert check == "REC-CID" and claimed in reason and "hash to" in reason
+
+
+def test_uncommitted_parts_are_removed_on_open(election: Path, tmp_path: Path) -> None:
+    harvest([ArchiveSource(election / "evidence.car")], tmp_path / "ev")
+    stray = tmp_path / "ev" / "tables" / "registrant" / "part-999999.parquet"
+    stray.write_bytes(b"half a file")
+    EvidenceStore(tmp_path / "ev")
+    assert not stray.exists()
+
+
+def test_a_broken_log_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "store.json").write_text("{not json")
+    with pytest.raises(InputError, match="unreadable store log"):
+        EvidenceStore(tmp_path)
+    with pytest.raises(InputError, match="not an evidence store"):
+        EvidenceStore(tmp_path / "nothing", create=False)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    """Kill `vtaudit harvest` with SIGKILL repeatedly; resume each time; compare to one clean run."""
+    out = tmp_path / "e"
+    simulate(SimConfig(voters=1500, seed=8, workers=1, formats=("car",), secrets=False), out)
+    reference = tmp_path / "reference"
+    harvest([ArchiveSource(out / "evidence.car")], reference)
+    env = dict(os.environ, VTAUDIT_STORE_BATCH="150")
+    command = [
+        sys.executable,
+        "-m",
+        "auditor.cli",
+        "harvest",
+        str(out / "evidence.car"),
+        "--out",
+        str(tmp_path / "ev"),
+        "--quiet",
+    ]
+    rng = random.Random(1)
+    kills = 0
+    for _ in range(12):
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 1.5))
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait()
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+    assert kills >= 3
+    assert _envelope_cids(tmp_path / "ev") == _envelope_cids(reference)
+    con = connect(tmp_path / "ev")
+    assert con.execute("select count(*) - count(distinct cid) from envelopes").fetchone() == (0,)
+    assert con.execute("select count(*) - count(distinct cid) from vote_block").fetchone() == (0,)
