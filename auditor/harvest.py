@@ -21,9 +21,12 @@ __all__ = ["ArchiveSource", "Source", "harvest"]
 
 
 class Source(Protocol):
-    """Where records come from. ``name`` identifies it in provenance and cursors."""
+    """Where records come from."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """Identifies the source in provenance rows and in the store's cursors."""
+        ...
 
     def records(self, after: str | None) -> Iterator[RawRecord]:
         """Every record after the cursor ``after``, each with its own resume cursor."""
