@@ -131,7 +131,7 @@ def test_malformed_records_become_problems_and_the_run_goes_on(tmp_path: Path) -
     assert result.exit_code == 1
     summary = json.loads(result.output)
     assert summary["failures"] == {"REC-SCHEMA": 4}
-    assert all("bad.ndjson:" in p["location"] for p in summary["problems"])
+    assert all("bad.ndjson@" in p["location"] for p in summary["problems"])
 
 
 def test_module_entry_point_runs() -> None:

@@ -282,9 +282,9 @@ def test_cid_text_rejected(text: str) -> None:
 def test_cid_text_non_canonical_trailing_bits(last: str) -> None:
     # 37 bytes are 296 bits; 60 base32 characters carry 300: the last 4 bits must be 0.
     text = GOOD_CID[:-1] + last
-    assert is_cid_text(text)  # the shape is right...
+    assert not is_cid_text(text)  # the shape is right, but the encoding is not canonical
     with pytest.raises(EncodingError, match="unused trailing bits zero"):
-        cid_to_binary(text)  # ...but the encoding is not canonical
+        cid_to_binary(text)
 
 
 @pytest.mark.parametrize("last", ["a", "q"])

@@ -23,7 +23,9 @@ from auditor.errors import CidMismatchError, EncodingError, SchemaError
 from auditor.model.encoding import (
     MAX_ENVELOPE_BYTES,
     b64u_decode,
+    cid_binary,
     cid_of,
+    cid_to_binary,
     jcs,
     parse_json,
     sha256,
@@ -99,10 +101,8 @@ def parse_envelope(data: bytes, *, cid: str | None = None) -> Envelope:
     name = cid or "envelope"
     if len(data) > MAX_ENVELOPE_BYTES:
         raise SchemaError("envelope", f"{len(data)} bytes", f"at most {MAX_ENVELOPE_BYTES} bytes", name)
-    if cid is not None:
-        actual = cid_of(data)
-        if actual != cid:
-            raise CidMismatchError(cid, actual)
+    if cid is not None and cid_binary(data) != _binary_or_none(cid):
+        raise CidMismatchError(cid, cid_of(data))
     try:
         obj = parse_json(data, what=f"{name} JSON")
     except EncodingError as e:
@@ -141,6 +141,13 @@ def parse_envelope(data: bytes, *, cid: str | None = None) -> Envelope:
         timestamps=timestamps,
         digest=record_digest(record_type, obj["body"]),
     )
+
+
+def _binary_or_none(cid: str) -> bytes | None:
+    try:
+        return cid_to_binary(cid)
+    except EncodingError:
+        return None
 
 
 def _signatures(value: Any) -> tuple[Signature, ...]:
