@@ -24,6 +24,7 @@ from auditor.crypto.rfc3161 import verify_token
 from auditor.errors import CidMismatchError, EncodingError
 from auditor.model.encoding import b64u_decode
 from auditor.model.envelope import Envelope, parse_envelope
+from auditor.parallel import bounded_map
 from auditor.sources import RawRecord
 
 __all__ = ["Problem", "ValidationSummary", "validate_records"]
@@ -107,7 +108,7 @@ def validate_records(
     block_problems: dict[str, list[Problem]] = {}
     accepted_blocks: set[str] = set()
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for results in pool.map(_check_batch, _batches(records, 512)):
+        for results in bounded_map(pool, _check_batch, _batches(records, 512), 4 * max(1, workers)):
             for raw, parsed, bad in results:
                 if isinstance(parsed, Problem):
                     summary.records += 1

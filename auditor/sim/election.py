@@ -31,6 +31,7 @@ from auditor.crypto.ed25519 import SigningKey
 from auditor.model.encoding import b64u_encode, cid_of, cid_to_binary, jcs
 from auditor.model.histogram import Histogram, add_into, zero
 from auditor.model.records import BallotTemplate
+from auditor.parallel import bounded_map
 from auditor.sim.blocks import (
     BlockBuilt,
     BlockSpec,
@@ -556,7 +557,7 @@ class Simulation:
                 yield from build_registrants(r)
             return
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            for built in pool.map(build_registrants, ranges):
+            for built in bounded_map(pool, build_registrants, ranges, 4 * workers):
                 yield from built
 
     # ------------------------------------------------------------------ voting
@@ -737,7 +738,7 @@ class Simulation:
                 yield from build_blocks(batch)
             return
         with ProcessPoolExecutor(max_workers=workers, initializer=init_worker, initargs=(ctx,)) as pool:
-            for built in pool.map(build_blocks, batches):
+            for built in bounded_map(pool, build_blocks, batches, 4 * workers):
                 yield from built
 
     # ------------------------------------------------------------------ trees, keys, tally
