@@ -183,7 +183,7 @@ def simulate(
 
 
 @main.command()
-@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("sources", nargs=-1, required=True)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -191,27 +191,64 @@ def simulate(
     help="Evidence directory (created, or resumed).",
 )
 @click.option("--quiet", is_flag=True, help="No progress, only the summary.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Node URLs: seconds to wait for a node to connect or send the next bytes.",
+)
+@click.option(
+    "--node-concurrency",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Node URLs: requests in flight to one node.",
+)
 @_boundary
-def harvest(sources: tuple[Path, ...], out: Path, quiet: bool) -> None:
+def harvest(sources: tuple[str, ...], out: Path, quiet: bool, timeout: float, node_concurrency: int) -> None:
     """Harvest every record of SOURCES into an evidence store (Parquet + DuckDB).
 
-    SOURCES are evidence directories, .car files or .ndjson files (spec §7.2). Every
-    record is checked against the CID it was published under; what fails is kept in
-    the quarantine table with the reason. Running again resumes each source after the
+    SOURCES are evidence directories, .car files or .ndjson files (spec §7.2), and
+    network node URLs (http://… or https://…, spec §7.1): all the URLs together are one
+    source, the union of the nodes' logs, each record fetched once and checked against
+    its CID before it is accepted. Every record is checked against the CID it was
+    published under; what fails is kept in the quarantine table with the reason (and,
+    for nodes, the node that served it). Running again resumes each source after the
     last committed record (a killed harvest loses nothing). docs/evidence-store.md
     describes the tables.
 
     \b
     Example:
       vtaudit harvest demo-out/election/evidence.car --out demo-out/evidence
+      vtaudit harvest http://127.0.0.1:8123 http://127.0.0.1:8124 --out demo-out/evidence
       cd demo-out/evidence && duckdb evidence.duckdb
     """
     from rich.console import Console
     from rich.table import Table
 
-    from auditor.harvest import ArchiveSource
+    from auditor.errors import InputError
+    from auditor.harvest import ArchiveSource, Source
     from auditor.harvest import harvest as run_harvest
+    from auditor.net.client import HttpNodesSource, NetOptions
     from auditor.store.evidence import HarvestStats
+
+    urls = [s for s in sources if s.startswith(("http://", "https://"))]
+    chosen: list[Source] = []
+    for text in sources:
+        if text in urls:
+            continue
+        if not Path(text).exists():
+            raise InputError(
+                f"{text}: no such file or directory; give an evidence directory, a .car or .ndjson "
+                "file, or a node URL starting http:// or https://"
+            )
+        chosen.append(ArchiveSource(Path(text)))
+    nodes = None
+    if urls:
+        options = NetOptions(connect_timeout=timeout, read_timeout=timeout, node_concurrency=node_concurrency)
+        nodes = HttpNodesSource(urls, options)
+        chosen.append(nodes)
 
     console = Console(stderr=True, quiet=quiet)
     started = time.perf_counter()
@@ -224,7 +261,7 @@ def harvest(sources: tuple[Path, ...], out: Path, quiet: bool) -> None:
                 f"{stats.quarantined:,} quarantined, {stats.bytes / 1e6:,.1f} MB, {rate:,.0f} records/s"
             )
 
-        _, stats = run_harvest([ArchiveSource(p) for p in sources], out, None if quiet else progress)
+        _, stats = run_harvest(chosen, out, None if quiet else progress)
     table = Table(title=f"harvest into {out}", show_edge=False)
     for column in ("records read", "new", "duplicates", "quarantined", "MB", "seconds", "records/s"):
         table.add_column(column, justify="right")
@@ -238,10 +275,84 @@ def harvest(sources: tuple[Path, ...], out: Path, quiet: bool) -> None:
         f"{stats.read / max(stats.seconds, 1e-9):,.0f}",
     )
     Console(width=120).print(table)
+    if nodes is not None:
+        click.echo("nodes:")
+        for line in nodes.report.lines():
+            click.echo(f"  {line}")
     if stats.quarantined:
         click.echo(
             f"{stats.quarantined} records quarantined: see the quarantine table ({out}/tables/quarantine)"
         )
+
+
+@main.group()
+def node() -> None:
+    """Run a network node (spec §7.1) that serves evidence over HTTP.
+
+    \b
+    Example:
+      vtaudit node serve demo-out/election/evidence.car --port 8123
+      vtaudit harvest http://127.0.0.1:8123 --out demo-out/evidence
+    """
+
+
+@node.command("serve")
+@click.argument("evidence", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; anything but loopback serves other machines.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8123,
+    show_default=True,
+    help="Port to listen on; 0 picks a free one (the URL is printed).",
+)
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="SPEC",
+    help="Misbehave on purpose, e.g. 'error=0.2,wrong=0.01,seed=3' (docs/cli.md lists the keys).",
+)
+@click.option("--log", "log_requests", is_flag=True, help="Print one line per request on stderr.")
+@_boundary
+def serve(evidence: Path, host: str, port: int, faults: tuple[str, ...], log_requests: bool) -> None:
+    """Serve EVIDENCE (a .car file or an evidence store) as a network node.
+
+    GET /v1/log?after=&limit= lists the records (NDJSON), GET /ipfs/<cid> serves one,
+    GET /v1/car?after=&limit= serves a range of the log as a CARv1 (spec §7.1). Runs
+    until Ctrl-C. --fault makes the node slow, wrong or malicious, deterministically
+    for a given seed, to see what a harvester makes of it.
+
+    \b
+    Example:
+      vtaudit node serve demo-out/election/evidence.car --port 8123
+      vtaudit node serve demo-out/evidence --port 0 --fault 'wrong=0.01,error=0.1,seed=7'
+    """
+    from auditor.net.faults import parse_faults
+    from auditor.net.server import NodeServer, load_content
+
+    fault = parse_faults(",".join(faults)) if faults else None
+    content = load_content(evidence)
+    log = (lambda line: click.echo(line, err=True)) if log_requests else None
+    server = NodeServer(content, host=host, port=port, faults=fault, log=log)
+    click.echo(f"serving {len(server.content):,} records of {evidence} at {server.url}")
+    if fault is not None and fault.active:
+        click.echo(f"  with faults: {', '.join(faults)}")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"  note: listening on {host}, not loopback: other machines can read this evidence")
+    click.echo("  (Ctrl-C to stop)", nl=True)
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopped")
+    finally:
+        server.stop()
 
 
 @main.command()
