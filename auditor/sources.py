@@ -14,11 +14,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from auditor.errors import EncodingError, InputError
+from auditor.errors import CidMismatchError, EncodingError, InputError
 from auditor.model.encoding import MAX_ENVELOPE_BYTES, cid_from_binary, is_cid_text
+from auditor.model.envelope import Envelope, parse_envelope
 from auditor.store.car import CarBlock, CarError, iter_sections, read_header
 
-__all__ = ["RawRecord", "iter_source", "source_kind"]
+__all__ = ["RawRecord", "Rejection", "iter_source", "open_record", "source_kind"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,33 @@ class RawRecord:
     location: str  # file, line or byte offset: enough for a person to find it
     defect: str | None = None  # set when the bytes could not be cut out cleanly
     resume: str | None = None  # the source's cursor just after this record (see iter_source)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a RawRecord is not a usable record: the check it fails and a plain reason."""
+
+    check: str  # "REC-CID" or "REC-SCHEMA"
+    reason: str
+
+
+def open_record(raw: RawRecord) -> Envelope | Rejection:
+    """The one door from published bytes to a record: parse ``raw`` or say why not.
+
+    Bytes that could not be cut out of their source fail REC-CID when what broke was
+    their CID, else REC-SCHEMA; bytes that do not hash to their claimed CID fail
+    REC-CID; anything else spec §2-§4 rejects fails REC-SCHEMA.
+    """
+    if raw.defect is not None:
+        return Rejection(
+            "REC-CID" if "CID" in raw.defect else "REC-SCHEMA", f"unreadable record: {raw.defect}"
+        )
+    try:
+        return parse_envelope(raw.raw, cid=raw.claimed_cid)
+    except CidMismatchError as e:
+        return Rejection("REC-CID", f"checked the bytes published as {e.claimed}: they hash to {e.actual}")
+    except EncodingError as e:
+        return Rejection("REC-SCHEMA", f"invalid record: {e}")
 
 
 def source_kind(path: Path) -> str:

@@ -21,11 +21,10 @@ from itertools import islice
 
 from auditor.crypto.ed25519 import verify
 from auditor.crypto.rfc3161 import verify_token
-from auditor.errors import CidMismatchError, EncodingError
 from auditor.model.encoding import b64u_decode
-from auditor.model.envelope import Envelope, parse_envelope
+from auditor.model.envelope import Envelope
 from auditor.parallel import bounded_map
-from auditor.sources import RawRecord
+from auditor.sources import RawRecord, Rejection, open_record
 
 __all__ = ["Problem", "ValidationSummary", "validate_records"]
 
@@ -61,20 +60,10 @@ def _batches(items: Iterable[RawRecord], size: int) -> Iterator[list[RawRecord]]
 
 
 def _parse(raw: RawRecord) -> Envelope | Problem:
-    if raw.defect is not None:
-        check = "REC-CID" if "CID" in raw.defect else "REC-SCHEMA"
-        return Problem(check, raw.claimed_cid, raw.location, f"unreadable record: {raw.defect}")
-    try:
-        return parse_envelope(raw.raw, cid=raw.claimed_cid)
-    except CidMismatchError as e:
-        return Problem(
-            "REC-CID",
-            e.claimed,
-            raw.location,
-            f"checked the bytes published as {e.claimed}: they hash to {e.actual}",
-        )
-    except EncodingError as e:
-        return Problem("REC-SCHEMA", raw.claimed_cid, raw.location, f"invalid record: {e}")
+    opened = open_record(raw)
+    if isinstance(opened, Rejection):
+        return Problem(opened.check, raw.claimed_cid, raw.location, opened.reason)
+    return opened
 
 
 def _bad_signatures(envelope: Envelope) -> list[str]:

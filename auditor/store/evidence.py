@@ -33,10 +33,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from auditor.errors import CidMismatchError, EncodingError, InputError
+from auditor.errors import InputError
 from auditor.model.encoding import b64u_decode
-from auditor.model.envelope import Envelope, parse_envelope
-from auditor.sources import RawRecord
+from auditor.model.envelope import Envelope
+from auditor.sources import RawRecord, Rejection, open_record
 from auditor.store.tables import TABLES, TS, row_of, schema_of
 
 __all__ = ["BASE_TABLES", "EvidenceStore", "HarvestStats", "connect"]
@@ -136,19 +136,9 @@ class EvidenceStore:
         stats.read += 1
         stats.bytes += len(raw.raw)
         now = int(time.time() * 1000)
-        if raw.defect is not None:
-            self._quarantine(
-                raw, source, "REC-CID" if "CID" in raw.defect else "REC-SCHEMA", raw.defect, now, stats
-            )
-            return None
-        try:
-            envelope = parse_envelope(raw.raw, cid=raw.claimed_cid)
-        except CidMismatchError as e:
-            reason = f"the bytes published as {e.claimed} hash to {e.actual}"
-            self._quarantine(raw, source, "REC-CID", reason, now, stats)
-            return None
-        except EncodingError as e:
-            self._quarantine(raw, source, "REC-SCHEMA", str(e), now, stats)
+        envelope = open_record(raw)
+        if isinstance(envelope, Rejection):
+            self._quarantine(raw, source, envelope.check, envelope.reason, now, stats)
             return None
         self._pending["provenance"].append(
             {"cid": envelope.cid, "source": source, "location": raw.location, "seen_at": now}
