@@ -13,6 +13,7 @@ apply it are marked ``# tamper:`` below.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -27,8 +28,9 @@ from typing import Any, TextIO
 from auditor import __version__
 from auditor.crypto import merkle
 from auditor.crypto.ecies import combine_public, derive_scalar, public_of
-from auditor.crypto.ed25519 import SigningKey
-from auditor.model.encoding import b64u_encode, cid_of, cid_to_binary, jcs
+from auditor.crypto.ed25519 import SigningKey, sign_digest
+from auditor.model.encoding import b64u_encode, cid_from_binary, cid_of, cid_to_binary, jcs
+from auditor.model.envelope import envelope_json
 from auditor.model.histogram import Histogram, add_into, zero
 from auditor.model.records import BallotTemplate
 from auditor.parallel import bounded_map
@@ -539,9 +541,6 @@ class Simulation:
             bad = TestTsa(hashlib.sha256(b"rogue tsa").digest()).issue(digest, at, 900_002)
         else:
             bad = self.no_eku_tsa.issue(digest, at, 900_002)
-        from auditor.crypto.ed25519 import sign_digest
-        from auditor.model.envelope import envelope_json
-
         signatures = [sign_digest(k, digest) for k in self.authority_signers(self.ra)]
         return jcs(
             envelope_json("registration_roll", body, signatures, [b64u_encode(good), b64u_encode(bad)])
@@ -631,11 +630,11 @@ class Simulation:
         }
         self.rejected: dict[int, list[BlockBuilt]] = {d: [] for d in range(len(self.districts))}
         self.designated_cid = b""
-        self._members_by_receipt: dict[str, list[int]] = {}
+        self._first_member_of: dict[str, int] = {}  # receipt CID -> voter index
         for built in self._build(specs):
             if self.designated is not None and built.seq == self.designated.seq:
                 self.designated_cid = cid_to_binary(built.block_cid)
-            self._members_by_receipt[built.receipts[0][0]] = [built.first_member]
+            self._first_member_of[built.receipts[0][0]] = built.first_member
             self.sink.add("vote_block", built.block_cid, built.block_raw)
             for cid, raw in built.receipts:
                 self.sink.add("receipt", cid, raw)
@@ -644,20 +643,9 @@ class Simulation:
                     (cid_to_binary(built.block_cid), built.voters, built.histogram, built.receipts[0][0])
                 )
             else:
-                self.rejected[built.template].append(
-                    BlockBuilt(
-                        built.seq,
-                        built.template,
-                        built.result,
-                        built.block_cid,
-                        b"",
-                        built.receipts,
-                        b"",
-                        0,
-                        built.first_member,
-                        "",
-                    )
-                )
+                # keep what disputes and tamperings need, not the block's bytes
+                light = dataclasses.replace(built, block_raw=b"", histogram=b"", secret_lines="")
+                self.rejected[built.template].append(light)
             if self.secrets_file is not None:
                 self.secrets_file.write(built.secret_lines)
 
@@ -860,7 +848,7 @@ class Simulation:
             cid_bin, voters, hist_raw = leaves[start]
             counts = histogram_of(hist_raw)
             node_hash = merkle.leaf_hash(cid_bin)
-            children = [_text_cid(cid_bin)]
+            children = [cid_from_binary(cid_bin)]
             if d == 0 and start == 0 and self.t == "tally-leaf-miscount":  # tamper: one vote too many
                 _add_vote(counts)
         else:
@@ -1010,11 +998,7 @@ class Simulation:
         self.publish("dispute", body, [key])
 
     def _first_member(self, receipt: str) -> int | None:
-        members = self._receipt_members().get(receipt)
-        return members[0] if members else None
-
-    def _receipt_members(self) -> dict[str, list[int]]:
-        return self._members_by_receipt
+        return self._first_member_of.get(receipt)
 
     def _some_voters(self, d: int, count: int) -> list[int]:
         found = []
@@ -1082,12 +1066,6 @@ class Simulation:
         (self.out / "manifest.json").write_text(
             json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
         )
-
-
-def _text_cid(binary: bytes) -> str:
-    from auditor.model.encoding import cid_from_binary
-
-    return cid_from_binary(binary)
 
 
 def _first_select(counts: Histogram) -> tuple[str, dict[str, Any]] | None:
