@@ -423,5 +423,152 @@ def validate(sources: tuple[Path, ...], trust: Path | None, as_json: bool, worke
     sys.exit(1 if summary.problems else 0)
 
 
+@main.command()
+@click.argument("evidence", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--trust", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Trust file (spec §9)."
+)
+@click.option(
+    "--findings",
+    "findings_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for findings.parquet and checks.parquet [default: EVIDENCE/audit for a store, "
+    "else ./vtaudit-audit].",
+)
+@click.option("--election", help="The election record's CID, when the evidence holds several.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress on stderr.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Parallel workers for cryptography.",
+)
+@_boundary
+def verify(
+    evidence: Path,
+    trust: Path | None,
+    findings_dir: Path | None,
+    election: str | None,
+    as_json: bool,
+    quiet: bool,
+    workers: int,
+) -> None:
+    """Run every audit check of spec §8 and print one line per check.
+
+    EVIDENCE is an evidence store made by `vtaudit harvest`, or an archive (a .car or
+    .ndjson file, a directory of envelopes) that is first harvested into a temporary
+    store. The findings (check, severity, subject CID, message, evidence) are written
+    as Parquet. Exit code 0: verified (possibly with warnings); 1: not verified; 2: the
+    evidence or the trust file could not be read. Without --trust the result only says
+    the evidence is self-consistent: it is not anchored to known authorities.
+
+    \b
+    Example:
+      vtaudit verify demo-out/election/evidence.car --trust demo-out/election/trust.toml
+      vtaudit verify demo-out/evidence --trust demo-out/election/trust.toml --json
+    """
+    import tempfile
+
+    from rich.console import Console
+
+    from auditor.harvest import ArchiveSource
+    from auditor.harvest import harvest as run_harvest
+    from auditor.store.evidence import LOG
+    from auditor.trust import load_trust
+    from auditor.verify.engine import verify_store
+    from auditor.verify.findings import write_findings
+
+    trusted = load_trust(trust) if trust else None
+    console = Console(stderr=True, quiet=quiet or as_json)
+    with tempfile.TemporaryDirectory(prefix="vtaudit-store-") as scratch:
+        if (evidence / LOG).exists():
+            store = evidence
+            default_out = evidence / "audit"
+        else:
+            store = Path(scratch) / "evidence"
+            with console.status(f"harvesting {evidence} into a temporary store…"):
+                run_harvest([ArchiveSource(evidence)], store)
+            default_out = Path("vtaudit-audit")
+        with console.status("verifying…") as status:
+            result = verify_store(
+                store,
+                trusted,
+                workers=workers,
+                election=election,
+                progress=lambda stage: status.update(f"verifying: {stage}…"),
+            )
+        out = findings_dir or default_out
+        findings_path, _ = write_findings(result.outcomes, result.findings, out)
+    if as_json:
+        summary = result.summary()
+        summary["findingsFile"] = str(findings_path)
+        summary["sample"] = [f.to_json() for f in result.findings[:50]]
+        click.echo(json.dumps(summary, indent=1, ensure_ascii=False))
+    else:
+        _print_verification(result, trust, findings_path)
+    sys.exit(0 if result.verified else 1)
+
+
+def _short(text: str, limit: int = 90) -> str:
+    line = text.splitlines()[0] if text else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _print_verification(result: Any, trust: Path | None, findings_path: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from auditor.rules import catalog
+
+    console = Console(width=120, highlight=False)
+    if trust is None:
+        console.print(
+            "[bold]NOT ANCHORED:[/bold] no trust file was given. The checks below show whether the "
+            "evidence is self-consistent; they do not show that it comes from the real election, "
+            "registration, certification and ballot authorities (spec §9). Use --trust."
+        )
+    console.print(f"election {result.election or '(none found)'}: {result.records:,} records")
+    rules = catalog()
+    table = Table(show_edge=False, pad_edge=False)
+    for column, justify in (
+        ("check", "left"),
+        ("severity", "left"),
+        ("status", "left"),
+        ("checked", "right"),
+        ("failures", "right"),
+        ("what it covers", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    styles = {"pass": "green", "fail": "bold red", "skipped": "yellow"}
+    for o in result.outcomes:
+        table.add_row(
+            o.id,
+            o.severity,
+            f"[{styles[o.status]}]{o.status.upper() if o.status == 'fail' else o.status}[/]",
+            f"{o.checked:,}",
+            f"{o.failures:,}",
+            _short(o.note) if o.status == "skipped" else rules[o.id].title,
+        )
+    console.print(table)
+    shown = [f for f in result.findings][:25]
+    if shown:
+        console.print(f"findings ({len(result.findings):,}; the first {len(shown)}):")
+        for finding in shown:
+            console.print(f"  - {finding.check} [{finding.severity}] {finding.message}", soft_wrap=True)
+    for error in result.internal_errors:
+        console.print(f"[bold red]internal error:[/] {error}")
+    stages = ", ".join(f"{s.name} {s.seconds:.1f} s" for s in result.stages)
+    console.print(f"stages: {stages}")
+    console.print(f"findings written to {findings_path}")
+    words = {
+        "verified": "VERIFIED: every check passed",
+        "verified-with-warnings": "VERIFIED WITH WARNINGS: no critical check failed; see the failures above",
+        "not-verified": "NOT VERIFIED: a critical check failed or could not run",
+    }
+    console.print(f"[bold]{words[result.verdict]}[/bold] ({result.seconds:.1f} s)")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -46,7 +46,13 @@ FORMAT = "vtaudit-evidence/1"
 
 BASE_TABLES: dict[str, pa.Schema] = {
     "envelopes": pa.schema(
-        [("cid", pa.string()), ("type", pa.string()), ("size", pa.int64()), ("raw", pa.binary())]
+        [
+            ("cid", pa.string()),
+            ("type", pa.string()),
+            ("size", pa.int64()),
+            ("digest", pa.binary()),  # the record digest (spec §3) its signatures and tokens cover
+            ("raw", pa.binary()),
+        ]
     ),
     "signatures": pa.schema(
         [("cid", pa.string()), ("idx", pa.int32()), ("key", pa.binary()), ("sig", pa.binary())]
@@ -151,7 +157,13 @@ class EvidenceStore:
         stats.by_type[envelope.type] += 1
         cid = envelope.cid
         self._pending["envelopes"].append(
-            {"cid": cid, "type": envelope.type, "size": len(envelope.raw), "raw": envelope.raw}
+            {
+                "cid": cid,
+                "type": envelope.type,
+                "size": len(envelope.raw),
+                "digest": envelope.digest,
+                "raw": envelope.raw,
+            }
         )
         for i, s in enumerate(envelope.signatures):
             self._pending["signatures"].append(

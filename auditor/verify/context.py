@@ -1,0 +1,398 @@
+"""The audit context: the evidence store in DuckDB plus the facts every check shares.
+
+Opening an audit does the work that every later check relies on, once:
+
+1. parse the few small records (authorities, the election, revisions, templates, rolls,
+   trees, key releases, results, certifications) into typed bodies; the large record
+   types (registrants, blocks, receipts, tally nodes) stay in Parquet and are checked
+   with set operations in DuckDB;
+2. pick the election under audit (the trust file's election authority decides when the
+   evidence holds several);
+3. verify every signature in the store in parallel batches (libsodium releases the GIL,
+   so both cores work) and register the outcome as the DuckDB table ``sig_ok``;
+4. verify every timestamp token in worker processes (asn1crypto is pure Python) against
+   the election's TSA certificates; a record's **proven time** is the latest genTime of
+   its valid tokens (spec §3) and is registered as the table ``proven``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from auditor.crypto.ed25519 import verify
+from auditor.crypto.rfc3161 import verify_token
+from auditor.errors import AuditError, InputError
+from auditor.model.encoding import b64u_decode, b64u_encode
+from auditor.model.envelope import SIGNING_PREFIX, Envelope, parse_envelope
+from auditor.parallel import bounded_map
+from auditor.store.evidence import connect
+from auditor.trust import Trust
+from auditor.verify.findings import Findings
+
+__all__ = ["SMALL_TYPES", "Audit", "Stage", "arrow"]
+
+# Record types parsed in full: few per election, whatever the number of voters.
+SMALL_TYPES = (
+    "administration",
+    "election",
+    "keyholder",
+    "election_revision",
+    "ballot_template",
+    "registration_roll",
+    "block_tree",
+    "key_release",
+    "key_disclosure",
+    "result",
+    "certification",
+)
+SIG_BATCH = 4096
+TOKEN_BATCH = 256
+
+
+@dataclass
+class Stage:
+    name: str
+    seconds: float
+    detail: str = ""
+
+
+def arrow(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> pa.Table:
+    """The rows of a query as an Arrow table (the method's name changed in DuckDB 2.0)."""
+    relation = con.sql(sql, params=list(params) or None)
+    method = getattr(relation, "to_arrow_table", None) or relation.arrow
+    table: pa.Table = method()
+    return table
+
+
+def _verify_batch(batch: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
+    return [verify(key, sig, SIGNING_PREFIX + digest) for key, sig, digest in batch]
+
+
+_TSA: tuple[list[bytes], tuple[bytes, ...]] = ([], ())
+
+
+def _init_tokens(certs: list[bytes], roots: tuple[bytes, ...]) -> None:
+    global _TSA
+    _TSA = (certs, roots)
+
+
+def _token_batch(
+    batch: Sequence[tuple[bytes, bytes]],
+) -> list[tuple[int | None, tuple[str, ...], tuple[str, ...]]]:
+    certs, roots = _TSA
+    out = []
+    for token, digest in batch:
+        result = verify_token(token, digest, certs, roots)
+        out.append((result.gen_time_ms, result.token_problems, result.imprint_problems))
+    return out
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class Audit:
+    """One audit of one election in an evidence store."""
+
+    def __init__(
+        self,
+        root: Path,
+        trust: Trust | None,
+        *,
+        workers: int = 2,
+        election: str | None = None,
+    ) -> None:
+        self.root = root
+        self.trust = trust
+        self.workers = max(1, workers)
+        self.con = connect(root)
+        self.findings = Findings()
+        self.stages: list[Stage] = []
+        self.records: dict[str, Envelope] = {}
+        self.by_type: dict[str, list[Envelope]] = defaultdict(list)
+        self.valid_signers: dict[str, set[str]] = defaultdict(set)  # small records: b64u keys
+        self.proven: dict[str, int] = {}
+        self.token_count: dict[str, int] = defaultdict(int)
+        self.election: Envelope | None = None
+        self.election_note = ""
+        self._requested_election = election
+        self.harvested = 0
+        # filled by the checks, in order, for the checks after them
+        self.admin_ok: dict[str, bool] = {}  # administration CID -> chained to its founding record
+        self.auth_ok: dict[str, bool] = {}  # authority-signed record CID -> AUTH-THRESHOLD holds
+        self.revision: Envelope | None = None  # the effective revision
+        self.templates: dict[str, Envelope] = {}  # effective templates by CID
+        self.roll: Envelope | None = None
+        self.counted: set[str] = set()  # CIDs of counted blocks
+        self.trees: dict[str, Envelope] = {}  # the valid block tree per template CID
+        self.results: dict[str, Envelope] = {}  # the verified result per template CID
+
+    # ------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def stage(self, name: str, detail: str = "") -> Iterator[Stage]:
+        entry = Stage(name, 0.0, detail)
+        started = time.perf_counter()
+        try:
+            yield entry
+        finally:
+            entry.seconds = time.perf_counter() - started
+            self.stages.append(entry)
+
+    def rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
+        return self.con.execute(sql, params).fetchall()
+
+    def register(self, name: str, table: pa.Table) -> None:
+        self.con.register(name, table)
+
+    def of_type(self, record_type: str, *, election: bool = True) -> list[Envelope]:
+        """Parsed records of a small type; those of the audited election unless ``election`` is False."""
+        records = self.by_type.get(record_type, [])
+        if not election or self.election is None:
+            return list(records)
+        return [r for r in records if getattr(r.body, "election", None) == self.election.cid]
+
+    def timeline(self, event: str) -> int | None:
+        if self.revision is None:
+            return None
+        value: int = getattr(self.revision.body.timeline, event)
+        return value
+
+    def envelope_text(self, cid: str) -> str | None:
+        """The record's canonical JSON, for a finding's evidence."""
+        if cid in self.records:
+            return self.records[cid].raw.decode("utf-8")
+        found = self.rows("SELECT raw FROM envelopes WHERE cid = ? LIMIT 1", [cid])
+        return bytes(found[0][0]).decode("utf-8") if found else None
+
+    def signed_by(self, cid: str, key: str) -> bool:
+        """Whether the small record ``cid`` carries a valid signature by ``key`` (b64u)."""
+        return key in self.valid_signers.get(cid, ())
+
+    # ------------------------------------------------------------------ opening
+
+    def open(self) -> None:
+        with self.stage("load") as st:
+            self._load_small()
+            self._choose_election()
+            st.detail = f"{self.harvested:,} records, {sum(len(v) for v in self.by_type.values()):,} parsed"
+        with self.stage("signatures") as st:
+            st.detail = self._verify_signatures()
+        with self.stage("timestamps") as st:
+            st.detail = self._verify_tokens()
+
+    def _load_small(self) -> None:
+        self.harvested = self.rows("SELECT count(*) FROM envelopes")[0][0]
+        placeholders = ", ".join("?" for _ in SMALL_TYPES)
+        result = self.con.execute(
+            f"SELECT cid, raw FROM envelopes WHERE type IN ({placeholders}) ORDER BY cid", list(SMALL_TYPES)
+        )
+        while batch := result.fetchmany(10_000):
+            for cid, raw in batch:
+                try:
+                    envelope = parse_envelope(bytes(raw), cid=cid)
+                except AuditError as e:  # the store was edited by hand: say so, go on
+                    self.findings.fail(
+                        "REC-SCHEMA", cid, f"the stored record {cid} no longer parses: {e}", records=[cid]
+                    )
+                    continue
+                self.records[cid] = envelope
+                self.by_type[envelope.type].append(envelope)
+
+    def _choose_election(self) -> None:
+        elections = self.by_type.get("election", [])
+        if self._requested_election is not None:
+            chosen = [e for e in elections if e.cid == self._requested_election]
+            if not chosen:
+                known = ", ".join(e.cid for e in elections) or "none"
+                raise InputError(
+                    f"--election {self._requested_election} is not an election record of this evidence "
+                    f"(elections found: {known})"
+                )
+            self.election = chosen[0]
+            return
+        candidates = list(elections)
+        if len(candidates) > 1 and self.trust is not None and self.trust.election:
+            anchored = [e for e in candidates if e.body.authority == self.trust.election]
+            candidates = anchored or candidates
+        if len(candidates) > 1:
+            listing = ", ".join(f"{e.cid} ({e.body.title})" for e in candidates)
+            raise InputError(
+                f"the evidence holds {len(candidates)} elections: {listing}; choose one with --election CID"
+            )
+        if candidates:
+            self.election = candidates[0]
+        else:
+            self.election_note = "the evidence holds no valid election record"
+
+    def _verify_signatures(self) -> str:
+        table = arrow(
+            self.con,
+            "SELECT s.cid, s.idx, s.key, s.sig, e.digest, e.type "
+            "FROM signatures s JOIN envelopes e USING (cid)",
+        )
+        keys = table.column("key").to_pylist()
+        sigs = table.column("sig").to_pylist()
+        digests = self._digests(table)
+        triples = list(zip(keys, sigs, digests, strict=True))
+        ok: list[bool] = []
+        if len(triples) <= SIG_BATCH or self.workers == 1:
+            ok = _verify_batch(triples)
+        else:
+            with ThreadPoolExecutor(max_workers=self.workers) as pool:
+                for part in bounded_map(pool, _verify_batch, _chunks(triples, SIG_BATCH), 4 * self.workers):
+                    ok.extend(part)
+        sig_ok = pa.table(
+            {
+                "cid": table.column("cid"),
+                "idx": table.column("idx"),
+                "key": table.column("key"),
+                "ok": pa.array(ok, pa.bool_()),
+            }
+        )
+        self.register("sig_ok", sig_ok)
+        small = set(self.records)
+        for cid, key, good in zip(table.column("cid").to_pylist(), keys, ok, strict=True):
+            if good and cid in small:
+                self.valid_signers[cid].add(b64u_encode(key))
+        bad = len(ok) - sum(ok)
+        return f"{len(ok):,} signatures, {bad:,} do not verify, {self.workers} threads"
+
+    def _digests(self, table: pa.Table) -> list[bytes]:
+        """The digest column; stores written before it existed get it from the raw bytes."""
+        digests: list[bytes | None] = table.column("digest").to_pylist()
+        missing = {cid for cid, d in zip(table.column("cid").to_pylist(), digests, strict=True) if d is None}
+        if missing:
+            computed = {
+                cid: parse_envelope(bytes(raw), cid=cid).digest
+                for cid, raw in self.rows(
+                    "SELECT cid, raw FROM envelopes WHERE digest IS NULL",
+                )
+                if cid in missing
+            }
+            digests = [
+                d if d is not None else computed[c]
+                for c, d in zip(table.column("cid").to_pylist(), digests, strict=True)
+            ]
+        return [bytes(d) for d in digests if d is not None]
+
+    def tsa_certificates(self) -> list[bytes]:
+        if self.election is None:
+            return []
+        certs = []
+        for authority in self.election.body.timestampAuthorities:
+            try:
+                certs.append(b64u_decode(authority.certificate))
+            except AuditError:  # pragma: no cover - the schema checked the encoding
+                continue
+        return certs
+
+    def _verify_tokens(self) -> str:
+        table = arrow(
+            self.con,
+            "SELECT t.cid, t.idx, t.token, e.digest, e.type FROM timestamps t JOIN envelopes e USING (cid)",
+        )
+        cids = table.column("cid").to_pylist()
+        idxs = table.column("idx").to_pylist()
+        types = table.column("type").to_pylist()
+        pairs = list(zip(table.column("token").to_pylist(), self._digests(table), strict=True))
+        certs, roots = self.tsa_certificates(), (self.trust.tsa_roots if self.trust else ())
+        results: list[tuple[int | None, tuple[str, ...], tuple[str, ...]]] = []
+        if self.election is None:
+            self.findings.skip("TSA-TOKEN", "no election record lists the timestamp authorities")
+            self.findings.skip("TSA-IMPRINT", "no election record lists the timestamp authorities")
+            empty = pa.table({"cid": pa.array([], pa.string()), "t": pa.array([], pa.int64())})
+            self.register("proven", empty)
+            self.register(
+                "token_ok",
+                empty.append_column("ok", pa.array([], pa.bool_())).rename_columns(["cid", "gen_time", "ok"]),
+            )
+            return "skipped: no election"
+        if len(pairs) <= 4 * TOKEN_BATCH or self.workers == 1:
+            _init_tokens(certs, roots)
+            results = _token_batch(pairs)
+        else:
+            with ProcessPoolExecutor(
+                max_workers=self.workers, initializer=_init_tokens, initargs=(certs, roots)
+            ) as pool:
+                for part in bounded_map(pool, _token_batch, _chunks(pairs, TOKEN_BATCH), 4 * self.workers):
+                    results.extend(part)
+        proven: dict[str, int] = {}
+        good: list[bool] = []
+        for cid, idx, record_type, (gen_time, token_problems, imprint_problems) in zip(
+            cids, idxs, types, results, strict=True
+        ):
+            self.token_count[cid] += 1
+            where = f"{record_type} {cid}, timestamps[{idx}]"
+            for problem in token_problems:
+                self.findings.fail("TSA-TOKEN", cid, f"{where}: {problem}", token=idx)
+            for problem in imprint_problems:
+                self.findings.fail("TSA-IMPRINT", cid, f"{where}: {problem}", token=idx)
+            valid = gen_time is not None and not token_problems and not imprint_problems
+            good.append(valid)
+            if valid and gen_time is not None:
+                proven[cid] = max(proven.get(cid, gen_time), gen_time)
+        self.proven = proven
+        self.findings.checked("TSA-TOKEN", len(results), f"{len(results):,} tokens")
+        self.findings.checked("TSA-IMPRINT", len(results), f"{len(results):,} tokens")
+        self.register(
+            "token_ok",
+            pa.table(
+                {
+                    "cid": pa.array(cids, pa.string()),
+                    "idx": pa.array(idxs, pa.int32()),
+                    "gen_time": pa.array([r[0] for r in results], pa.int64()),
+                    "ok": pa.array(good, pa.bool_()),
+                }
+            ),
+        )
+        self.register(
+            "proven",
+            pa.table(
+                {"cid": pa.array(list(proven), pa.string()), "t": pa.array(list(proven.values()), pa.int64())}
+            ),
+        )
+        workers = 1 if len(pairs) <= 4 * TOKEN_BATCH else self.workers
+        return f"{len(results):,} tokens, {len(certs)} listed TSA certificates, {workers} processes"
+
+    # ------------------------------------------------------------------ shared judgements
+
+    def in_window(self, cid: str, start: str | None, end: str | None, *, end_inclusive: bool = False) -> str:
+        """'' when the record's proven time is in the timeline window, else why not."""
+        t = self.proven.get(cid)
+        if t is None:
+            return "it has no valid timestamp" if self.token_count.get(cid) else "it is not timestamped"
+        lo = self.timeline(start) if start else None
+        hi = self.timeline(end) if end else None
+        if lo is not None and t < lo:
+            return f"its proven time {fmt_time(t)} is before {start} ({fmt_time(lo)})"
+        if hi is not None and (t > hi if end_inclusive else t >= hi):
+            relation = "after" if end_inclusive else "at or after"
+            return f"its proven time {fmt_time(t)} is {relation} {end} ({fmt_time(hi)})"
+        return ""
+
+
+def fmt_time(ms: int) -> str:
+    """A Unix-millisecond time as ISO 8601 UTC, for messages people read."""
+    seconds, millis = divmod(ms, 1000)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
+
+
+def distinct(values: Iterable[str]) -> list[str]:
+    return sorted(set(values))
+
+
+CPU_COUNT = os.cpu_count() or 1

@@ -1,0 +1,163 @@
+"""The verification engine: every §8 check over an evidence store, in dependency order.
+
+Each step says which checks it runs and what it needs (the election record, a valid
+revision). A step whose prerequisite is missing marks its checks skipped with the
+reason; the prerequisite's own failure is already a finding. A step that stops on an
+unexpected exception (a bug in vtaudit, never the evidence's fault) marks its checks
+skipped with the error and the audit goes on; the verdict can then not be "verified".
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from auditor.checkids import CHECK_IDS
+from auditor.trust import Trust
+from auditor.verify import authority, blocks, election, keys, records, results
+from auditor.verify.context import Audit, Stage
+from auditor.verify.findings import CheckOutcome, Finding
+
+__all__ = ["Verification", "verify_store"]
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: Callable[[Audit], None]
+    checks: tuple[str, ...]
+    needs: str = ""  # "", "election" or "revision"
+
+
+STEPS = (
+    Step("quarantine", records.check_quarantine, ("REC-CID", "REC-SCHEMA")),
+    Step("authorities", authority.check_chains, ("AUTH-CHAIN",)),
+    Step("revisions", election.check_revisions, ("ELE-REVISION",), "election"),
+    Step("timeline", election.check_timeline, ("ELE-TIMELINE",), "election"),
+    Step("election key", election.check_election_key, ("ELE-KEY",), "election"),
+    Step("templates", election.check_templates, ("TPL-VALID",), "election"),
+    Step("roll", election.check_roll, ("REG-ROLL",), "election"),
+    Step("receipts", blocks.check_receipts, ("RCP-VALID",), "revision"),
+    Step(
+        "blocks",
+        blocks.check_blocks,
+        ("BLK-SHAPE", "BLK-SIG", "BLK-ELIGIBLE", "BLK-UNIQUE", "RCP-CONSISTENT"),
+        "revision",
+    ),
+    Step("block trees", blocks.check_tree, ("TREE-ROOT",), "revision"),
+    Step("key release", keys.check_key_release, ("KEY-RELEASE",), "revision"),
+    Step("early keys", keys.check_key_early, ("KEY-EARLY",), "revision"),
+    Step("results", results.check_results, results.CHECKS, "revision"),
+    Step("certifications", keys.check_certifications, ("CERT-MATCH",), "revision"),
+    Step("recount", results.not_yet, results.RECOUNT_CHECKS, "revision"),
+    Step("references", records.check_references, ("REC-REF",)),
+    Step("signatures", records.check_signatures, ("SIG-VALID",)),
+)
+
+
+@dataclass
+class Verification:
+    election: str | None
+    trust: Trust | None
+    outcomes: list[CheckOutcome]
+    findings: list[Finding]
+    stages: list[Stage]
+    verdict: str
+    records: int
+    internal_errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def verified(self) -> bool:
+        return self.verdict in ("verified", "verified-with-warnings")
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "election": self.election,
+            "trust": self.trust.summary() if self.trust else None,
+            "verdict": self.verdict,
+            "records": self.records,
+            "checks": [o.to_json() for o in self.outcomes],
+            "findings": len(self.findings),
+            "stages": [
+                {"name": s.name, "seconds": round(s.seconds, 3), "detail": s.detail} for s in self.stages
+            ],
+            "internalErrors": self.internal_errors,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def verdict_of(outcomes: list[CheckOutcome]) -> str:
+    """spec §11: not-verified when a critical check fails (or could not run), with warnings
+    when only error or warning checks fail (or could not run), else verified."""
+    if any(o.severity == "critical" and o.status != "pass" for o in outcomes):
+        return "not-verified"
+    if any(o.severity in ("error", "warning") and o.status != "pass" for o in outcomes):
+        return "verified-with-warnings"
+    return "verified"
+
+
+def verify_store(
+    root: Path,
+    trust: Trust | None,
+    *,
+    workers: int = 2,
+    election: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Verification:
+    """Run every check of spec §8 over the evidence store at ``root``."""
+    started = time.perf_counter()
+    audit = Audit(root, trust, workers=workers, election=election)
+    say = progress or (lambda _: None)
+    say("loading records, verifying signatures and timestamps")
+    audit.open()
+    audit.con.execute("CREATE OR REPLACE TEMP TABLE counted (cid VARCHAR)")
+    errors: list[str] = []
+    for step in STEPS:
+        missing = _missing(audit, step.needs)
+        if missing:
+            for check in step.checks:
+                audit.findings.skip(check, missing)
+            continue
+        say(step.name)
+        with audit.stage(step.name):
+            try:
+                step.run(audit)
+            except Exception as e:
+                if os.environ.get("VTAUDIT_DEBUG"):
+                    raise
+                message = f"the {step.name} step stopped on an internal error ({type(e).__name__}: {e})"
+                errors.append(message)
+                for check in step.checks:
+                    audit.findings.outcomes[check].status = "skipped"
+                    audit.findings.outcomes[check].note = (
+                        message + "; this is a bug in vtaudit, please report it"
+                    )
+                    audit.findings.skip(check, message)
+    if not audit.findings.ran("AUTH-THRESHOLD") and audit.election is None:
+        audit.findings.skip("AUTH-THRESHOLD", audit.election_note)
+    audit.findings.finish()
+    outcomes = [audit.findings.outcomes[c] for c in CHECK_IDS]
+    return Verification(
+        election=audit.election.cid if audit.election else None,
+        trust=trust,
+        outcomes=outcomes,
+        findings=audit.findings.items,
+        stages=audit.stages,
+        verdict=verdict_of(outcomes),
+        records=audit.harvested,
+        internal_errors=errors,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _missing(audit: Audit, needs: str) -> str:
+    if needs in ("election", "revision") and audit.election is None:
+        return audit.election_note or "no election record"
+    if needs == "revision" and audit.revision is None:
+        return "no valid election revision (see ELE-REVISION)"
+    return ""

@@ -1,0 +1,147 @@
+"""Record-level checks over the store: REC-CID, REC-SCHEMA, REC-REF, SIG-VALID.
+
+What failed REC-CID or REC-SCHEMA at harvest sits in the quarantine table with its
+bytes and reason; each distinct record there becomes a finding. Bytes that a source
+served under a CID they do not hash to are a failure, except when only network nodes
+served them and the record was obtained intact from another node: spec §7.1 expects
+nodes to be wrong or malicious, and a node that serves garbage for a CID another node
+served correctly is a fault of that node (reported in the check's note), not of the
+evidence. Wrong bytes inside an archive are the archive's own publication: they fail.
+"""
+
+from __future__ import annotations
+
+from auditor.model.encoding import b64u_encode
+from auditor.verify.context import Audit
+
+NETWORK_PREFIX = "http:"  # auditor.net.client names its source "http:<urls>"
+
+__all__ = ["REFERENCES", "check_quarantine", "check_references", "check_signatures"]
+
+# Every CID-valued member of every record type (spec §4); `[]` marks a list of CIDs.
+REFERENCES: dict[str, tuple[str, ...]] = {
+    "administration": ("authority", "previous"),
+    "election": ("authority", "administration", "registrationAuthority", "certificationAuthority"),
+    "keyholder": ("election",),
+    "election_revision": ("election", "administration", "keyholders[]"),
+    "ballot_template": ("election", "authority", "administration"),
+    "registrant": ("registrationAuthority",),
+    "registration_roll": ("election", "registrationAuthority", "administration"),
+    "vote_block": ("election", "template"),
+    "receipt": ("election", "block"),
+    "block_tree": ("election", "template", "administration"),
+    "key_release": ("election", "keyholder"),
+    "key_disclosure": ("election", "keyholder"),
+    "tally_node": ("election", "template", "children[]"),
+    "result": ("election", "template", "administration", "blockTree", "tallyRoot"),
+    "accessibility_report": ("election", "template", "registrant"),
+    "dispute": ("election", "template", "receipt"),
+    "certification": ("election", "template", "authority", "administration", "result"),
+}
+
+
+def check_quarantine(audit: Audit) -> None:
+    f = audit.findings
+    quarantined = audit.rows("SELECT count(*) FROM quarantine")[0][0]
+    for check in ("REC-CID", "REC-SCHEMA"):
+        f.checked(
+            check, audit.harvested + quarantined, f"{audit.harvested:,} records, {quarantined:,} set aside"
+        )
+    recovered = 0
+    for check, claimed, reason, sources, locations, size in audit.rows(
+        """
+        SELECT check_id, claimed_cid, min(reason), list(DISTINCT source ORDER BY source),
+               list(DISTINCT location ORDER BY location), max(octet_length(raw))
+        FROM quarantine
+        GROUP BY check_id, claimed_cid, CASE WHEN claimed_cid IS NULL THEN sha256(raw) END
+        ORDER BY check_id, claimed_cid
+        """
+    ):
+        intact = (
+            check == "REC-CID"
+            and claimed is not None
+            and audit.rows("SELECT count(*) FROM envelopes WHERE cid = ?", [claimed])[0][0] > 0
+        )
+        if intact and all(source.startswith(NETWORK_PREFIX) for source in sources):
+            recovered += 1
+            continue
+        if intact:
+            reason += "; intact bytes for this CID were also obtained, but the archive itself holds these"
+        check_id = check if check in ("REC-CID", "REC-SCHEMA") else "REC-SCHEMA"
+        where = ", ".join(locations[:3]) + (f" and {len(locations) - 3} more" if len(locations) > 3 else "")
+        f.fail(
+            check_id,
+            claimed,
+            f"{reason} (served by {', '.join(sources[:3])} at {where})",
+            sources=list(sources),
+            locations=list(locations[:20]),
+            bytes=size,
+        )
+    if recovered:
+        f.checked(
+            "REC-CID",
+            0,
+            f"{recovered} CIDs were served with wrong bytes by some source but obtained intact from another "
+            "(see the store's quarantine table)",
+        )
+
+
+def check_references(audit: Audit) -> None:
+    """REC-REF: every CID a record refers to was harvested."""
+    f = audit.findings
+    parts = []
+    for table, members in REFERENCES.items():
+        for member in members:
+            column = member.removesuffix("[]")
+            value = f"unnest({_ident(column)})" if member.endswith("[]") else _ident(column)
+            parts.append(
+                f"SELECT cid, '{table}' AS type, '{column}' AS member, {value} AS ref FROM {_ident(table)}"
+            )
+    union = " UNION ALL ".join(parts)
+    audit.con.execute(f"CREATE OR REPLACE TEMP TABLE refs AS SELECT * FROM ({union}) WHERE ref IS NOT NULL")
+    total = audit.rows("SELECT count(*) FROM refs")[0][0]
+    f.checked("REC-REF", total, f"{total:,} references")
+    for cid, record_type, member, ref, quarantined in audit.rows(
+        """
+        SELECT r.cid, r.type, r.member, r.ref,
+               (SELECT min(q.check_id) FROM quarantine q WHERE q.claimed_cid = r.ref)
+        FROM refs r
+        WHERE r.ref NOT IN (SELECT cid FROM envelopes)
+          AND NOT (r.type = 'vote_block' AND r.cid NOT IN (SELECT cid FROM counted))
+        ORDER BY r.cid, r.member, r.ref
+        """
+    ):
+        why = f"; bytes served under that CID were set aside ({quarantined})" if quarantined else ""
+        f.fail(
+            "REC-REF",
+            cid,
+            f"{record_type} {cid} refers to {member} {ref}, which was not harvested{why}",
+            records=[],
+            missing=ref,
+        )
+
+
+def check_signatures(audit: Audit) -> None:
+    """SIG-VALID: every signature on every record in use verifies. A vote block that no valid
+    receipt accepted is not in use: its bad signatures are evidence for its receipt (D4)."""
+    f = audit.findings
+    total = audit.rows("SELECT count(*) FROM sig_ok")[0][0]
+    f.checked("SIG-VALID", total, f"{total:,} signatures")
+    for cid, record_type, idx, key in audit.rows(
+        """
+        SELECT s.cid, e.type, s.idx, s.key FROM sig_ok s JOIN envelopes e USING (cid)
+        WHERE NOT s.ok AND NOT (e.type = 'vote_block' AND s.cid NOT IN (SELECT cid FROM counted))
+        ORDER BY s.cid, s.idx
+        """
+    ):
+        f.fail(
+            "SIG-VALID",
+            cid,
+            f"signatures[{idx}] on {record_type} {cid}, by {b64u_encode(bytes(key))}, does not verify "
+            "over the record digest",
+            signature=idx,
+        )
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
