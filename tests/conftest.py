@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +39,26 @@ def sim_election(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("election")
     simulate(SimConfig(voters=120, seed=5, workers=1), out)
     return out
+
+
+TAMPER_VOTERS, TAMPER_SEED = 240, 3
+
+
+def _simulate_once(root: Path, tamper: str | None) -> Path:
+    out = root / (tamper or "clean")
+    if not out.exists():
+        simulate(SimConfig(voters=TAMPER_VOTERS, seed=TAMPER_SEED, tamper=tamper, workers=1), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sims(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str | None], Path]:
+    """The election of each tampering (None: clean), simulated once per test session and
+    shared by the simulator's oracles and the verification engine's tamper matrix."""
+    root = tmp_path_factory.mktemp("sims")
+    return lambda tamper: _simulate_once(root, tamper)
+
+
+@pytest.fixture(scope="session")
+def clean(sims: Callable[[str | None], Path]) -> Path:
+    return sims(None)

@@ -31,28 +31,10 @@ from auditor.sim.tampers import TAMPERS
 from auditor.sources import iter_source
 from auditor.trust import load_trust
 from auditor.validate import validate_records
+from tests.conftest import TAMPER_SEED, TAMPER_VOTERS
 from tests.evidence import load
 
-VOTERS, SEED = 240, 3
 Evidence = dict[str, list[Envelope]]
-
-
-def _run(root: Path, tamper: str | None) -> Path:
-    out = root / (tamper or "clean")
-    if not out.exists():
-        simulate(SimConfig(voters=VOTERS, seed=SEED, tamper=tamper, workers=1), out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def sims(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str | None], Path]:
-    root = tmp_path_factory.mktemp("sims")
-    return lambda tamper: _run(root, tamper)
-
-
-@pytest.fixture(scope="module")
-def clean(sims: Callable[[str | None], Path]) -> Path:
-    return sims(None)
 
 
 def _validate(out: Path, source: str = "evidence.car") -> Counter[str]:
@@ -112,7 +94,7 @@ def test_same_seed_gives_the_same_bytes_whatever_the_worker_count(tmp_path: Path
 
 def test_another_seed_gives_another_election(tmp_path: Path, clean: Path) -> None:
     out = tmp_path / "other"
-    simulate(SimConfig(voters=VOTERS, seed=SEED + 1, workers=1), out)
+    simulate(SimConfig(voters=TAMPER_VOTERS, seed=TAMPER_SEED + 1, workers=1), out)
     assert (out / "evidence.car").read_bytes() != (clean / "evidence.car").read_bytes()
 
 

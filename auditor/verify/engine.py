@@ -22,7 +22,13 @@ from auditor.verify import authority, blocks, election, keys, records, results
 from auditor.verify.context import Audit, Stage
 from auditor.verify.findings import CheckOutcome, Finding
 
-__all__ = ["Verification", "verify_store"]
+__all__ = ["SHARED_CHECKS", "STEPS", "Verification", "verify_store"]
+
+
+# Checks not owned by one step: tokens are verified when the audit opens (every record's
+# proven time depends on them); AUTH-THRESHOLD is judged by every step that reads an
+# authority-signed record (revisions, templates, roll, trees, results, certifications).
+SHARED_CHECKS = ("TSA-TOKEN", "TSA-IMPRINT", "AUTH-THRESHOLD")
 
 
 @dataclass(frozen=True)
