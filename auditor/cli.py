@@ -562,12 +562,23 @@ def _print_verification(result: Any, trust: Path | None, findings_path: Path) ->
     stages = ", ".join(f"{s.name} {s.seconds:.1f} s" for s in result.stages)
     console.print(f"stages: {stages}")
     console.print(f"findings written to {findings_path}")
+    for ballot in result.ballots:
+        for q in ballot["questions"]:
+            runoff = q["runoff"]
+            if runoff["required"]:
+                console.print(
+                    f"RUNOFF REQUIRED: {ballot['district']} / {q['question']} between "
+                    f"{', '.join(runoff['participants'])} ({', '.join(runoff['triggers'])})"
+                )
     words = {
         "verified": "VERIFIED: every check passed",
         "verified-with-warnings": "VERIFIED WITH WARNINGS: no critical check failed; see the failures above",
         "not-verified": "NOT VERIFIED: a critical check failed or could not run",
     }
-    console.print(f"[bold]{words[result.verdict]}[/bold] ({result.seconds:.1f} s)")
+    verdict = words[result.verdict]
+    if result.verdict == "verified" and any(o.status == "fail" for o in result.outcomes):
+        verdict = "VERIFIED: every check that bears on the outcome passed (information findings above)"
+    console.print(f"[bold]{verdict}[/bold] ({result.seconds:.1f} s)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -138,6 +138,13 @@ class Audit:
         self.counted: set[str] = set()  # CIDs of counted blocks
         self.trees: dict[str, Envelope] = {}  # the valid block tree per template CID
         self.results: dict[str, Envelope] = {}  # the verified result per template CID
+        self.released: dict[str, bytes] = {}  # keyholder CID -> its valid released private key
+        self.block_counts: dict[str, Any] = {}  # counted block CID -> recount.BlockCount
+        self.recounts: dict[str, tuple[int, Any]] = {}  # template CID -> (voters, histogram)
+        self.results_recounted = False
+        self.ballots: list[dict[str, Any]] = []  # per template: counts, spread, margin, runoff
+        self.disputed: dict[str, set[str]] = {}  # template CID -> keys of confirmed/unresolved disputes
+        self.unreached: dict[str, set[str]] = {}  # template CID -> registrants of unresolved reports
 
     # ------------------------------------------------------------------ plumbing
 

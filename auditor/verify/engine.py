@@ -18,7 +18,7 @@ from typing import Any
 
 from auditor.checkids import CHECK_IDS
 from auditor.trust import Trust
-from auditor.verify import authority, blocks, election, keys, records, results
+from auditor.verify import authority, blocks, election, keys, outcome, records, recount, results
 from auditor.verify.context import Audit, Stage
 from auditor.verify.findings import CheckOutcome, Finding
 
@@ -57,9 +57,11 @@ STEPS = (
     Step("block trees", blocks.check_tree, ("TREE-ROOT",), "revision"),
     Step("key release", keys.check_key_release, ("KEY-RELEASE",), "revision"),
     Step("early keys", keys.check_key_early, ("KEY-EARLY",), "revision"),
-    Step("results", results.check_results, results.CHECKS, "revision"),
+    Step("results", results.check_results, ("RES-MATCH",), "revision"),
+    Step("recount", recount.recount, (*recount.RECOUNT_CHECKS, "RES-MATCH"), "revision"),
+    Step("disputes", outcome.check_disputes, ("DSP-RESOLVED", "ACC-REPORTS"), "revision"),
+    Step("runoff", outcome.check_runoff, ("RUN-TRIGGER",), "revision"),
     Step("certifications", keys.check_certifications, ("CERT-MATCH",), "revision"),
-    Step("recount", results.not_yet, results.RECOUNT_CHECKS, "revision"),
     Step("references", records.check_references, ("REC-REF",)),
     Step("signatures", records.check_signatures, ("SIG-VALID",)),
 )
@@ -76,6 +78,7 @@ class Verification:
     records: int
     internal_errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    ballots: list[dict[str, Any]] = field(default_factory=list)  # per template: recount and runoff
 
     @property
     def verified(self) -> bool:
@@ -93,6 +96,7 @@ class Verification:
                 {"name": s.name, "seconds": round(s.seconds, 3), "detail": s.detail} for s in self.stages
             ],
             "internalErrors": self.internal_errors,
+            "ballots": self.ballots,
             "seconds": round(self.seconds, 3),
         }
 
@@ -158,6 +162,7 @@ def verify_store(
         records=audit.harvested,
         internal_errors=errors,
         seconds=time.perf_counter() - started,
+        ballots=audit.ballots,
     )
 
 

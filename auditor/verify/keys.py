@@ -68,6 +68,7 @@ def check_key_release(audit: Audit) -> None:
             f.fail("KEY-RELEASE", release.cid, f"{who}: {problem}", records=[keyholder.cid])
         if not problems:
             released.add(keyholder.cid)
+            audit.released[keyholder.cid] = b64u_decode(body.privateKey)
     for cid, keyholder in sorted(keyholders.items()):
         if cid not in released:
             f.fail(
@@ -132,6 +133,11 @@ def check_certifications(audit: Audit) -> None:
             f.fail("CERT-MATCH", cert.cid, f"{name} must be timestamped in [CS, C]; {when}")
         verified = audit.results.get(body.template)
         if body.verdict != "certified":
+            continue
+        if not audit.results_recounted:
+            f.skip(
+                "CERT-MATCH", "the results could not be recounted, so no result is verified to compare with"
+            )
             continue
         if verified is None:
             f.fail(

@@ -1,0 +1,245 @@
+"""After the count: DSP-RESOLVED, ACC-REPORTS and RUN-TRIGGER (spec §8, §10).
+
+A block is *included* when it is counted and the published tally tree covers it (when a
+tally tree exists for its template): a dispute is refuted by the disputer's key being a
+member of an included block, confirmed when the disputer's accepted block is not
+included, and unresolved otherwise. Runoff rules are evaluated on the recount.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from auditor.model.encoding import b64u_encode
+from auditor.model.records import Runoff
+from auditor.verify.context import Audit
+
+__all__ = ["DAY_MS", "RunoffInputs", "check_disputes", "check_runoff", "participants_of", "runoff_triggers"]
+
+DAY_MS = 86_400_000
+
+
+def _included(audit: Audit) -> None:
+    assert audit.election is not None
+    audit.con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE included AS
+        SELECT c.cid FROM counted c JOIN vote_block b USING (cid)
+        WHERE NOT EXISTS (SELECT 1 FROM tally_node t WHERE t.template = b.template AND t.election = $e)
+           OR c.cid IN (SELECT children[1] FROM tally_node t WHERE t."end" = t.start + 1 AND t.election = $e)
+        """,
+        {"e": audit.election.cid},
+    )
+
+
+def check_disputes(audit: Audit) -> None:
+    """DSP-RESOLVED and ACC-REPORTS."""
+    f = audit.findings
+    assert audit.election is not None
+    _included(audit)
+    audit.disputed = defaultdict(set)
+    audit.unreached = defaultdict(set)
+    rows = audit.rows(
+        """
+        SELECT d.cid, d.template, d.receipt, d.key, r.cid IS NOT NULL, coalesce(r.valid, false),
+               r.result, r.block,
+               EXISTS (SELECT 1 FROM member m WHERE m.cid = r.block AND m.key = d.key),
+               EXISTS (SELECT 1 FROM member m JOIN included i ON i.cid = m.cid WHERE m.key = d.key),
+               EXISTS (SELECT 1 FROM sig_ok s WHERE s.cid = d.cid AND s.key = d.key AND s.ok),
+               coalesce(r.block IN (SELECT cid FROM included), false)
+        FROM dispute d LEFT JOIN rcp r ON r.cid = d.receipt
+        WHERE d.election = ? ORDER BY d.cid
+        """,
+        [audit.election.cid],
+    )
+    f.checked("DSP-RESOLVED", len(rows), f"{len(rows)} disputes")
+    for cid, template, receipt, key, found, valid, result, block, member, counted, signed, included in rows:
+        who = b64u_encode(bytes(key))
+        if not signed:
+            status, why = "invalid", f"it is not validly signed by the disputer's key {who}"
+        elif not found:  # before refuting: the claim names a receipt nobody can see
+            status, why = (
+                "unresolved",
+                f"its receipt {receipt} is not in the evidence, so the claim cannot be checked",
+            )
+        elif counted:
+            continue  # refuted: the voter's key is in a counted block the tally covers
+        elif (
+            not member
+            and block is not None
+            and audit.rows("SELECT count(*) FROM blk WHERE cid = ?", [block])[0][0]
+        ):
+            status, why = "invalid", f"the disputer {who} is not a member of block {block}"
+        elif valid and result == "accepted" and not included:
+            status, why = (
+                "confirmed",
+                f"receipt {receipt} accepted block {block}, but the tally does not include that block",
+            )
+        else:
+            state = "a valid" if valid else "an invalid"
+            status, why = (
+                "unresolved",
+                f"its receipt {receipt} is {state} '{result}' receipt and no counted block holds the "
+                f"voter {who}",
+            )
+        if status != "invalid":
+            audit.disputed[template].add(who)
+        f.fail("DSP-RESOLVED", cid, f"dispute {cid} is {status}: {why}", records=[receipt], status=status)
+    reports = audit.rows(
+        """
+        SELECT a.cid, a.template, a.registrant, a.key,
+               EXISTS (SELECT 1 FROM eligible e JOIN tpl t ON t.district = e.district
+                       WHERE e.cid = a.registrant AND e.key = a.key AND t.cid = a.template),
+               EXISTS (SELECT 1 FROM sig_ok s WHERE s.cid = a.cid AND s.key = a.key AND s.ok),
+               EXISTS (SELECT 1 FROM member m JOIN included i ON i.cid = m.cid WHERE m.key = a.key)
+        FROM accessibility_report a WHERE a.election = ? ORDER BY a.cid
+        """,
+        [audit.election.cid],
+    )
+    negated = 0
+    for cid, template, registrant, key, eligible, signed, voted in reports:
+        who = b64u_encode(bytes(key))
+        if not eligible:
+            f.fail(
+                "ACC-REPORTS",
+                cid,
+                f"accessibility report {cid} is from key {who}, which is not registrant {registrant} of the "
+                f"district of template {template} on the roll",
+                records=[registrant],
+            )
+        elif not signed:
+            f.fail("ACC-REPORTS", cid, f"accessibility report {cid} is not validly signed by its voter {who}")
+        elif voted:
+            negated += 1
+        else:
+            audit.unreached[template].add(registrant)
+    unresolved = sum(len(v) for v in audit.unreached.values())
+    f.checked(
+        "ACC-REPORTS",
+        len(reports),
+        f"{len(reports)} reports: {negated} negated by the voter's counted block, {unresolved} unresolved",
+    )
+
+
+@dataclass(frozen=True)
+class RunoffInputs:
+    spread: int  # votes of the first minus votes of the second candidate
+    total: int  # ballots that answered the question
+    disputed: int  # distinct voters with confirmed or unresolved disputes
+    unreached: int  # distinct eligible registrants with unresolved accessibility reports
+    eligible: int  # eligible voters of the district
+
+
+def runoff_triggers(x: RunoffInputs, rules: Runoff) -> tuple[list[str], list[str]]:
+    """The spec §10 triggers that fire, with a sentence each giving the numbers."""
+    triggers, why = [], []
+    if rules.disputeMargin and x.disputed > x.spread:
+        triggers.append("dispute-margin")
+        why.append(f"dispute-margin: {x.disputed} disputed voters > spread {x.spread}")
+    if x.unreached * 1_000_000 > rules.accessibilityPpm * x.eligible:
+        triggers.append("accessibility")
+        why.append(
+            f"accessibility: {x.unreached} unresolved reports × 10^6 > {rules.accessibilityPpm} ppm × "
+            f"{x.eligible} eligible voters"
+        )
+    if x.spread * 1_000_000 < rules.closeMarginPpm * x.total:
+        triggers.append("close-margin")
+        why.append(f"close-margin: spread {x.spread} × 10^6 < {rules.closeMarginPpm} ppm × {x.total} ballots")
+    return triggers, why
+
+
+def participants_of(ordered: list[tuple[str, int]], count: int) -> list[str]:
+    """The top ``count`` candidates, with everyone tied at the cut (spec §10)."""
+    if not ordered:
+        return []
+    cut = ordered[min(count, len(ordered)) - 1][1]
+    return [code for code, votes in ordered if votes >= cut]
+
+
+def check_runoff(audit: Audit) -> None:
+    """RUN-TRIGGER: spec §10's rules, per template and single-winner select question."""
+    f = audit.findings
+    revision = audit.revision
+    assert revision is not None
+    if not audit.recounts:
+        f.skip("RUN-TRIGGER", "there is no recount to evaluate the runoff rules on")
+        return
+    rules = revision.body.runoff
+    closed = revision.body.timeline.C
+    margin_blocks = dict(
+        audit.rows(
+            """
+            SELECT b.template, count(DISTINCT m.key) FROM rcp r JOIN blk b ON b.cid = r.block
+            JOIN member m ON m.cid = b.cid
+            WHERE NOT r.valid OR r.result = 'error' GROUP BY b.template
+            """
+        )
+    )
+    eligible = dict(audit.rows("SELECT district, count(*) FROM eligible GROUP BY district"))
+    evaluated = 0
+    audit.ballots = []
+    for template_cid, template in sorted(audit.templates.items()):
+        recount = audit.recounts.get(template_cid)
+        if recount is None:
+            continue
+        voters, counts = recount
+        district = template.body.district
+        disputed = len(audit.disputed.get(template_cid, ()))
+        unreached = len(audit.unreached.get(template_cid, ()))
+        error_margin = disputed + unreached + int(margin_blocks.get(template_cid, 0))
+        questions: list[dict[str, Any]] = []
+        for q in template.body.questions:
+            if q.type != "select" or q.max != 1:
+                continue
+            evaluated += 1
+            entry = counts[q.code]
+            ordered = sorted(entry["options"].items(), key=lambda kv: (-kv[1], kv[0]))
+            first = ordered[0][1] if ordered else 0
+            second = ordered[1][1] if len(ordered) > 1 else 0
+            spread, total = first - second, entry["ballots"]
+            inputs = RunoffInputs(spread, total, disputed, unreached, eligible.get(district, 0))
+            triggers, why = runoff_triggers(inputs, rules)
+            required = bool(triggers)
+            chosen = participants_of(ordered, rules.participants) if required else []
+            questions.append(
+                {
+                    "question": q.code,
+                    "spread": spread,
+                    "total": total,
+                    "errorMargin": error_margin,
+                    "robust": error_margin < spread,
+                    "runoff": {
+                        "required": required,
+                        "triggers": triggers,
+                        "participants": chosen,
+                        "due": closed + rules.intervalDays * DAY_MS if required else None,
+                    },
+                    "inputs": {
+                        "disputed": disputed,
+                        "unresolvedReports": unreached,
+                        "eligible": eligible.get(district, 0),
+                    },
+                }
+            )
+            if required:
+                f.fail(
+                    "RUN-TRIGGER",
+                    template_cid,
+                    f"template {template_cid} ({district}), question {q.code}: a runoff is required between "
+                    f"{', '.join(chosen)}; {'; '.join(why)}",
+                    question=q.code,
+                    triggers=triggers,
+                    participants=chosen,
+                )
+        audit.ballots.append(
+            {
+                "template": template_cid,
+                "district": district,
+                "voters": voters,
+                "counts": counts,
+                "questions": questions,
+            }
+        )
+    f.checked("RUN-TRIGGER", evaluated, f"{evaluated} single-winner questions")
