@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # vtaudit developer entry point: set-up on a fresh Debian machine, the demo, the tests.
-#   ./run.sh demo   simulate a small election, then validate every record of it
+#   ./run.sh demo   simulate a small election, then verify it: every check of spec §8
 #   ./run.sh test   run the test suite (extra arguments go to pytest)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -40,11 +40,13 @@ setup() {
 
 demo() {
   local out=demo-out/election
-  rm -rf "$out"
-  say "simulating a 300-voter election into $out"
-  .venv/bin/vtaudit simulate --voters 300 --seed 1 --out "$out"
-  say "validating every record of it (CAR file, with the trust file)"
-  .venv/bin/vtaudit validate "$out/evidence.car" --trust "$out/trust.toml"
+  rm -rf "$out" demo-out/evidence
+  say "simulating a 2,000-voter election into $out"
+  .venv/bin/vtaudit simulate --voters 2000 --seed 1 --out "$out"
+  say "harvesting it into an evidence store (Parquet + DuckDB)"
+  .venv/bin/vtaudit harvest "$out/evidence.car" --out demo-out/evidence --quiet
+  say "verifying it: every check of spec §8, the recount and the runoff rules"
+  .venv/bin/vtaudit verify demo-out/evidence --trust "$out/trust.toml"
 }
 
 cmd="${1:-}"
