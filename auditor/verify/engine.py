@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,10 +101,11 @@ class Verification:
         }
 
 
-def verdict_of(outcomes: list[CheckOutcome]) -> str:
+def verdict_of(outcomes: list[CheckOutcome], internal_errors: Sequence[str] = ()) -> str:
     """spec §11: not-verified when a critical check fails (or could not run), with warnings
-    when only error or warning checks fail (or could not run), else verified."""
-    if any(o.severity == "critical" and o.status != "pass" for o in outcomes):
+    when only error or warning checks fail (or could not run), else verified. An internal
+    error anywhere means the audit is incomplete: not verified."""
+    if internal_errors or any(o.severity == "critical" and o.status != "pass" for o in outcomes):
         return "not-verified"
     if any(o.severity in ("error", "warning") and o.status != "pass" for o in outcomes):
         return "verified-with-warnings"
@@ -150,6 +151,7 @@ def verify_store(
                     audit.findings.skip(check, message)
     if not audit.findings.ran("AUTH-THRESHOLD") and audit.election is None:
         audit.findings.skip("AUTH-THRESHOLD", audit.election_note)
+    errors.extend(audit.internal_errors)
     audit.findings.finish()
     outcomes = [audit.findings.outcomes[c] for c in CHECK_IDS]
     return Verification(
@@ -158,7 +160,7 @@ def verify_store(
         outcomes=outcomes,
         findings=audit.findings.items,
         stages=audit.stages,
-        verdict=verdict_of(outcomes),
+        verdict=verdict_of(outcomes, errors),
         records=audit.harvested,
         internal_errors=errors,
         seconds=time.perf_counter() - started,

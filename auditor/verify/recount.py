@@ -47,9 +47,10 @@ class BlockCount:
     problems: list[tuple[str, str]] = field(default_factory=list)  # (check id, message)
     nonces: list[str] = field(default_factory=list)
     voters: list[tuple[str, str]] = field(default_factory=list)  # (key, registrant) of signed voter entries
-    ranked: list[tuple[str, tuple[str, ...]]] = field(
-        default_factory=list
-    )  # (question, ranking) of valid votes
+    # (question, ranking) of each valid vote's rank answers, for instant-runoff rounds
+    ranked: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    # internal errors (bugs in vtaudit), never the evidence's fault
+    errors: list[str] = field(default_factory=list)
 
 
 _STATE: dict[str, Any] = {}
@@ -63,7 +64,15 @@ def _init(private_key: bytes, templates: dict[str, bytes]) -> None:
 
 
 def _count_batch(batch: Sequence[tuple[str, str, list[bytes], list[bytes], list[bytes]]]) -> list[BlockCount]:
-    return [_count_block(*item) for item in batch]
+    out = []
+    for item in batch:
+        try:
+            out.append(_count_block(*item))
+        except Exception as e:  # a bug in vtaudit: keep counting the other blocks, report it
+            failed = BlockCount(item[0], item[1], len(item[2]), b"{}")
+            failed.errors.append(f"block {item[0]} could not be counted ({type(e).__name__}: {e})")
+            out.append(failed)
+    return out
 
 
 def _count_block(
@@ -170,7 +179,7 @@ def recount(audit: Audit) -> None:
             f.skip(check, reason)
         return
     private_key = combine_private(audit.released.values())
-    templates = {t.cid: jcs(t.body.to_json()) for t in audit.of_type("ballot_template")}
+    templates = {cid: jcs(t.body.to_json()) for cid, t in audit.templates.items()}
     counts: dict[str, BlockCount] = {}
     workers = audit.workers if len(audit.counted) > 4 * BATCH else 1
     if workers == 1:
@@ -198,6 +207,7 @@ def recount(audit: Audit) -> None:
     for block in counts.values():
         for check, message in block.problems:
             f.fail(check, block.cid, message)
+        audit.internal_errors.extend(block.errors)
     _check_nonces(audit, counts)
     _check_registrants(audit, counts)
     _check_tally(audit, counts)
