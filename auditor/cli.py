@@ -439,6 +439,11 @@ def validate(sources: tuple[Path, ...], trust: Path | None, as_json: bool, worke
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 @click.option(
+    "--no-recount",
+    is_flag=True,
+    help="Skip decryption, the recount and what needs it (the verdict cannot then be verified).",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=2,
@@ -453,6 +458,7 @@ def verify(
     election: str | None,
     as_json: bool,
     quiet: bool,
+    no_recount: bool,
     workers: int,
 ) -> None:
     """Run every audit check of spec §8 and print one line per check.
@@ -498,6 +504,7 @@ def verify(
                 workers=workers,
                 election=election,
                 progress=lambda stage: status.update(f"verifying: {stage}…"),
+                recount=not no_recount,
             )
         out = findings_dir or default_out
         findings_path, _ = write_findings(result.outcomes, result.findings, out)
@@ -509,6 +516,35 @@ def verify(
     else:
         _print_verification(result, trust, findings_path)
     sys.exit(0 if result.verified else 1)
+
+
+def _print_advisory(console: Any, result: Any) -> None:
+    """The advisory layer: information for a human look, never a check or a verdict."""
+    advisory = result.advisory
+    if not advisory:
+        return
+    console.print("advisory (not checks; they do not change the verdict):")
+    turnout = ", ".join(
+        f"{t['district']} {t['voters']:,}/{t['eligible']:,}"
+        + (f" ({t['turnoutPpm'] / 10_000:.1f} %)" if t["turnoutPpm"] is not None else "")
+        for t in advisory["turnout"]
+    )
+    console.print(f"  turnout (counted voters / eligible): {turnout}")
+    console.print(
+        f"  voters in blocks of fewer than {advisory['smallBlockSize']} members (weak secrecy): "
+        f"{advisory['votersInSmallBlocks']:,}"
+    )
+    console.print(
+        f"  blocks whose votes are statistical outliers in their district: {len(advisory['outliers'])}"
+    )
+    for ballot in result.ballots:
+        for irv in ballot.get("instantRunoff", []):
+            rounds = irv["rounds"]
+            if rounds:
+                console.print(
+                    f"  instant runoff, {ballot['district']} / {irv['question']}: "
+                    f"{rounds[-1].get('winner') or 'no winner'} after {len(rounds)} round(s)"
+                )
 
 
 def _short(text: str, limit: int = 90) -> str:
@@ -562,6 +598,7 @@ def _print_verification(result: Any, trust: Path | None, findings_path: Path) ->
     stages = ", ".join(f"{s.name} {s.seconds:.1f} s" for s in result.stages)
     console.print(f"stages: {stages}")
     console.print(f"findings written to {findings_path}")
+    _print_advisory(console, result)
     for ballot in result.ballots:
         for q in ballot["questions"]:
             runoff = q["runoff"]

@@ -307,3 +307,22 @@ def test_close_race_fires_the_close_margin_rule_on_the_first_question(
 
     assert "close-margin" in fired(sims("close-race"))
     assert "close-margin" not in fired(sims(None))
+
+
+def test_no_recount_skips_decryption_and_cannot_verify(clean: Path) -> None:
+    result = verify_store(_store(clean), load_trust(clean / "trust.toml"), workers=1, recount=False)
+    status = _status(result)
+    for check in ("DEC-ENTRIES", "BAL-VALID", "TALLY-TREE", "RES-MATCH", "RUN-TRIGGER"):
+        assert status[check] == "skipped", check
+    assert status["TREE-ROOT"] == "pass" and result.verdict == "not-verified"
+
+
+def test_advisory_turnout_matches_the_counted_voters(clean: Path) -> None:
+    result = _verify(clean)
+    expected = json.loads((clean / "manifest.json").read_text())["expected"]["templates"]
+    turnout = {t["district"]: t["voters"] for t in result.advisory["turnout"]}
+    assert turnout == {t["district"]: t["voters"] for t in expected.values()}
+    assert sum(int(k) * v for k, v in result.advisory["blockSizes"].items()) == sum(turnout.values())
+    for ballot in result.ballots:
+        for irv in ballot["instantRunoff"]:
+            assert irv["rounds"][-1]["winner"]

@@ -142,6 +142,7 @@ class Audit:
         self.block_counts: dict[str, Any] = {}  # counted block CID -> recount.BlockCount
         self.recounts: dict[str, tuple[int, Any]] = {}  # template CID -> (voters, histogram)
         self.results_recounted = False
+        self.advisory: dict[str, Any] = {}  # advisory.advise: turnout, block sizes, outliers
         self.internal_errors: list[str] = []  # bugs met inside a step that still finished
         self.ballots: list[dict[str, Any]] = []  # per template: counts, spread, margin, runoff
         self.disputed: dict[str, set[str]] = {}  # template CID -> keys of confirmed/unresolved disputes

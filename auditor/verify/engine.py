@@ -18,7 +18,7 @@ from typing import Any
 
 from auditor.checkids import CHECK_IDS
 from auditor.trust import Trust
-from auditor.verify import authority, blocks, election, keys, outcome, records, recount, results
+from auditor.verify import advisory, authority, blocks, election, keys, outcome, records, recount, results
 from auditor.verify.context import Audit, Stage
 from auditor.verify.findings import CheckOutcome, Finding
 
@@ -36,7 +36,7 @@ class Step:
     name: str
     run: Callable[[Audit], None]
     checks: tuple[str, ...]
-    needs: str = ""  # "", "election" or "revision"
+    needs: str = ""  # "", "election", "revision" or "recount"
 
 
 STEPS = (
@@ -61,6 +61,7 @@ STEPS = (
     Step("recount", recount.recount, (*recount.RECOUNT_CHECKS, "RES-MATCH"), "revision"),
     Step("disputes", outcome.check_disputes, ("DSP-RESOLVED", "ACC-REPORTS"), "revision"),
     Step("runoff", outcome.check_runoff, ("RUN-TRIGGER",), "revision"),
+    Step("advisory", advisory.advise, (), "recount"),
     Step("certifications", keys.check_certifications, ("CERT-MATCH",), "revision"),
     Step("references", records.check_references, ("REC-REF",)),
     Step("signatures", records.check_signatures, ("SIG-VALID",)),
@@ -79,6 +80,7 @@ class Verification:
     internal_errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     ballots: list[dict[str, Any]] = field(default_factory=list)  # per template: recount and runoff
+    advisory: dict[str, Any] = field(default_factory=dict)  # not checks: turnout, small blocks, outliers
 
     @property
     def verified(self) -> bool:
@@ -97,6 +99,7 @@ class Verification:
             ],
             "internalErrors": self.internal_errors,
             "ballots": self.ballots,
+            "advisory": self.advisory,
             "seconds": round(self.seconds, 3),
         }
 
@@ -119,8 +122,10 @@ def verify_store(
     workers: int = 2,
     election: str | None = None,
     progress: Callable[[str], None] | None = None,
+    recount: bool = True,
 ) -> Verification:
-    """Run every check of spec §8 over the evidence store at ``root``."""
+    """Run every check of spec §8 over the evidence store at ``root``; ``recount=False``
+    skips decryption and everything that needs it (the verdict cannot then be verified)."""
     started = time.perf_counter()
     audit = Audit(root, trust, workers=workers, election=election)
     say = progress or (lambda _: None)
@@ -130,6 +135,8 @@ def verify_store(
     errors: list[str] = []
     for step in STEPS:
         missing = _missing(audit, step.needs)
+        if not recount and step.name in RECOUNT_STEPS:
+            missing = "not run: --no-recount"
         if missing:
             for check in step.checks:
                 audit.findings.skip(check, missing)
@@ -165,12 +172,18 @@ def verify_store(
         internal_errors=errors,
         seconds=time.perf_counter() - started,
         ballots=audit.ballots,
+        advisory=audit.advisory,
     )
 
 
+RECOUNT_STEPS = ("recount", "runoff", "advisory")
+
+
 def _missing(audit: Audit, needs: str) -> str:
-    if needs in ("election", "revision") and audit.election is None:
+    if needs and audit.election is None:
         return audit.election_note or "no election record"
-    if needs == "revision" and audit.revision is None:
+    if needs in ("revision", "recount") and audit.revision is None:
         return "no valid election revision (see ELE-REVISION)"
+    if needs == "recount" and not audit.block_counts:
+        return "nothing was recounted"
     return ""

@@ -1,0 +1,68 @@
+"""Instant-runoff rounds and the advisory anomaly layer (information, never a verdict)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from auditor.verify.advisory import OUTLIER_Z, _outliers, instant_runoff
+
+
+def test_a_majority_in_the_first_round_wins_at_once() -> None:
+    rounds = instant_runoff(["a", "b", "c"], [["a"], ["a", "b"], ["b"]])
+    assert rounds == [{"round": 1, "counts": {"a": 2, "b": 1, "c": 0}, "exhausted": 0, "winner": "a"}]
+
+
+def test_transfers_after_elimination() -> None:
+    # a 4, b 3, c 2 (c's voters rank b next): c goes, b wins 5 to 4
+    ballots = [["a"]] * 4 + [["b"]] * 3 + [["c", "b"]] * 2
+    rounds = instant_runoff(["a", "b", "c"], ballots)
+    assert [r.get("eliminated") for r in rounds] == ["c", None]
+    assert rounds[-1]["winner"] == "b" and rounds[-1]["counts"] == {"a": 4, "b": 5}
+
+
+def test_exhausted_ballots_do_not_count_toward_the_majority() -> None:
+    ballots = [["a"]] * 3 + [["b"]] * 2 + [["c"]] * 2
+    rounds = instant_runoff(["a", "b", "c"], ballots)
+    # b and c tie at 2: the later code (c) goes first, then its ballots are exhausted
+    assert rounds[0]["eliminated"] == "c"
+    assert rounds[1]["exhausted"] == 2 and rounds[1]["winner"] == "a"
+
+
+@given(
+    st.lists(
+        st.permutations(["a", "b", "c", "d"]).flatmap(lambda p: st.integers(0, 4).map(lambda n: p[:n])),
+        max_size=40,
+    )
+)
+def test_rounds_are_consistent_and_independent_of_ballot_order(ballots: list[list[str]]) -> None:
+    rounds = instant_runoff(["a", "b", "c", "d"], ballots)
+    assert rounds and "winner" in rounds[-1]
+    for r in rounds:
+        assert sum(r["counts"].values()) + r["exhausted"] == len(ballots)
+    assert instant_runoff(["d", "c", "b", "a"], list(reversed(ballots))) == rounds
+
+
+@dataclass
+class _Block:
+    cid: str
+    histogram: bytes
+
+
+def _block(cid: str, yes: int, no: int) -> _Block:
+    entry = {"t": {"type": "select", "ballots": yes + no, "options": {"yes": yes, "no": no}}}
+    return _Block(cid, json.dumps(entry).encode())
+
+
+def test_a_block_far_from_its_district_is_an_outlier() -> None:
+    blocks = [_block(f"b{i}", 10, 10) for i in range(50)] + [_block("odd", 40, 0)]
+    ballot = {
+        "district": "north",
+        "questions": [{"question": "t"}],
+        "counts": {"t": {"ballots": 1040, "options": {"yes": 540, "no": 500}}},
+    }
+    found = _outliers(ballot, blocks)
+    assert [o["block"] for o in found] == ["odd"] and found[0]["z"] > OUTLIER_Z
