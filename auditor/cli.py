@@ -205,8 +205,17 @@ def simulate(
     show_default=True,
     help="Node URLs: requests in flight to one node.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Processes that parse records.",
+)
 @_boundary
-def harvest(sources: tuple[str, ...], out: Path, quiet: bool, timeout: float, node_concurrency: int) -> None:
+def harvest(
+    sources: tuple[str, ...], out: Path, quiet: bool, timeout: float, node_concurrency: int, workers: int
+) -> None:
     """Harvest every record of SOURCES into an evidence store (Parquet + DuckDB).
 
     SOURCES are evidence directories, .car files or .ndjson files (spec §7.2), and
@@ -261,7 +270,7 @@ def harvest(sources: tuple[str, ...], out: Path, quiet: bool, timeout: float, no
                 f"{stats.quarantined:,} quarantined, {stats.bytes / 1e6:,.1f} MB, {rate:,.0f} records/s"
             )
 
-        _, stats = run_harvest(chosen, out, None if quiet else progress)
+        _, stats = run_harvest(chosen, out, None if quiet else progress, workers=workers)
     table = Table(title=f"harvest into {out}", show_edge=False)
     for column in ("records read", "new", "duplicates", "quarantined", "MB", "seconds", "records/s"):
         table.add_column(column, justify="right")
@@ -495,7 +504,7 @@ def verify(
         else:
             store = Path(scratch) / "evidence"
             with console.status(f"harvesting {evidence} into a temporary store…"):
-                run_harvest([ArchiveSource(evidence)], store)
+                run_harvest([ArchiveSource(evidence)], store, workers=workers)
             default_out = Path("vtaudit-audit")
         with console.status("verifying…") as status:
             result = verify_store(

@@ -46,9 +46,14 @@ class ArchiveSource:
 
 
 def harvest(
-    sources: list[Source], out: Path, progress: Callable[[HarvestStats], None] | None = None
+    sources: list[Source],
+    out: Path,
+    progress: Callable[[HarvestStats], None] | None = None,
+    *,
+    workers: int = 1,
 ) -> tuple[EvidenceStore, HarvestStats]:
-    """Harvest ``sources`` into the store at ``out`` (created if new), resuming each source."""
+    """Harvest ``sources`` into the store at ``out`` (created if new), resuming each source;
+    ``workers`` processes parse the records."""
     started = time.perf_counter()
     store = EvidenceStore(out)
     stats = HarvestStats()
@@ -56,7 +61,7 @@ def harvest(
         records = source.records(store.cursor(source.name))
         if progress is not None:
             records = _reporting(records, stats, progress)
-        store.add_all(source.name, records, stats)
+        store.add_all(source.name, records, stats, workers=workers)
     store.write_views()
     stats.seconds = time.perf_counter() - started
     return store, stats

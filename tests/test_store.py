@@ -56,6 +56,27 @@ def test_harvest_fills_typed_tables_and_views(election: Path, tmp_path: Path) ->
         os.chdir(here)
 
 
+def test_parsing_in_worker_processes_gives_the_same_store(election: Path, tmp_path: Path) -> None:
+    harvest([ArchiveSource(election / "evidence.car")], tmp_path / "one", workers=1)
+    harvest([ArchiveSource(election / "evidence.car")], tmp_path / "two", workers=2)
+    for table, order in (
+        ("envelopes", "cid"),
+        ("signatures", "cid, idx"),
+        ("registrant", "cid"),
+        ("tally_node", "cid"),
+    ):
+        query = f'select * from "{table}" order by {order}'
+        assert (
+            connect(tmp_path / "one").execute(query).fetchall()
+            == connect(tmp_path / "two").execute(query).fetchall()
+        )
+    query = "select cid, location from provenance order by location"
+    assert (
+        connect(tmp_path / "one").execute(query).fetchall()
+        == connect(tmp_path / "two").execute(query).fetchall()
+    )
+
+
 def test_all_archive_forms_give_one_set_with_provenance(election: Path, tmp_path: Path) -> None:
     sources = [ArchiveSource(election / name) for name in ("evidence.car", "records", "evidence.ndjson")]
     _, stats = harvest(sources, tmp_path / "ev")

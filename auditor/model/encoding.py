@@ -46,7 +46,7 @@ _CID_TEXT = re.compile(r"^bagaaiera[a-z2-7]{52}$")
 _B64U = re.compile(r"^[A-Za-z0-9_-]*$")
 _B64U_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _B64U_VALUE = {c: i for i, c in enumerate(_B64U_ALPHABET)}
-_TO_STANDARD = str.maketrans("-_", "+/")
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")  # bytes.translate: a C table lookup
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
@@ -78,7 +78,7 @@ def b64u_decode(text: str, *, length: int | None = None, what: str = "b64u") -> 
     if tail and _B64U_VALUE[text[-1]] & (0x0F if tail == 2 else 0x03):
         raise EncodingError(what, _show(text), "canonical base64url (unused trailing bits zero)")
     try:
-        raw = binascii.a2b_base64(text.translate(_TO_STANDARD) + "=" * (-len(text) % 4))
+        raw = binascii.a2b_base64(text.encode("ascii").translate(_TO_STANDARD) + b"=" * (-len(text) % 4))
     except (binascii.Error, ValueError) as e:  # pragma: no cover - regex screens first
         raise EncodingError(what, _show(text), "base64url without padding") from e
     if length is not None and len(raw) != length:

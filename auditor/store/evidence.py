@@ -23,9 +23,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import defaultdict
-from collections.abc import Iterable
+from collections import defaultdict, deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,6 @@ import pyarrow.parquet as pq
 
 from auditor.errors import InputError
 from auditor.model.encoding import b64u_decode
-from auditor.model.envelope import Envelope
 from auditor.sources import RawRecord, Rejection, open_record
 from auditor.store.tables import TABLES, TS, row_of, schema_of
 
@@ -137,44 +138,34 @@ class EvidenceStore:
 
     # ------------------------------------------------------------------ writing
 
-    def add(self, raw: RawRecord, source: str, stats: HarvestStats) -> Envelope | None:
+    def add(self, raw: RawRecord, source: str, stats: HarvestStats) -> None:
         """Check ``raw`` against its CID, parse it and buffer its rows; quarantine what fails."""
+        self.add_prepared(raw, prepare(raw), source, stats)
+
+    def add_prepared(
+        self, raw: RawRecord, prepared: Prepared | Rejection, source: str, stats: HarvestStats
+    ) -> None:
+        """Buffer what :func:`prepare` made of ``raw`` (in this process or a worker)."""
         stats.read += 1
         stats.bytes += len(raw.raw)
         now = int(time.time() * 1000)
-        envelope = open_record(raw)
-        if isinstance(envelope, Rejection):
-            self._quarantine(raw, source, envelope.check, envelope.reason, now, stats)
-            return None
+        if isinstance(prepared, Rejection):
+            self._quarantine(raw, source, prepared.check, prepared.reason, now, stats)
+            return
+        cid = prepared.cid
         self._pending["provenance"].append(
-            {"cid": envelope.cid, "source": source, "location": raw.location, "seen_at": now}
+            {"cid": cid, "source": source, "location": raw.location, "seen_at": now}
         )
-        if envelope.cid in self.known:
+        if cid in self.known:
             stats.duplicates += 1
-            return None
-        self.known.add(envelope.cid)
+            return
+        self.known.add(cid)
         stats.new += 1
-        stats.by_type[envelope.type] += 1
-        cid = envelope.cid
-        self._pending["envelopes"].append(
-            {
-                "cid": cid,
-                "type": envelope.type,
-                "size": len(envelope.raw),
-                "digest": envelope.digest,
-                "raw": envelope.raw,
-            }
-        )
-        for i, s in enumerate(envelope.signatures):
-            self._pending["signatures"].append(
-                {"cid": cid, "idx": i, "key": b64u_decode(s.key), "sig": b64u_decode(s.sig)}
-            )
-        for i, token in enumerate(envelope.timestamps):
-            self._pending["timestamps"].append({"cid": cid, "idx": i, "token": token})
-        self._pending[envelope.type].append(row_of(envelope))
+        stats.by_type[prepared.type] += 1
+        for table, rows in prepared.rows.items():
+            self._pending[table].extend(rows)
         self._pending_count += 1
-        self._pending_bytes += len(envelope.raw)
-        return envelope
+        self._pending_bytes += prepared.size
 
     def _quarantine(
         self, raw: RawRecord, source: str, check: str, reason: str, now: int, stats: HarvestStats
@@ -263,16 +254,88 @@ class EvidenceStore:
             con.close()
         os.replace(tmp, self.root / "evidence.duckdb")
 
-    def add_all(self, source: str, records: Iterable[RawRecord], stats: HarvestStats) -> None:
-        """Add a source's records, committing its cursor with every batch (RawRecord.resume)."""
+    def add_all(
+        self, source: str, records: Iterable[RawRecord], stats: HarvestStats, *, workers: int = 1
+    ) -> None:
+        """Add a source's records, committing its cursor with every batch (RawRecord.resume).
+
+        With ``workers`` > 1, records are parsed in that many processes (parsing is pure
+        Python); they are still buffered and committed in the source's order.
+        """
         last: str | None = None
-        for raw in records:
-            self.add(raw, source, stats)
+        for raw, prepared in _prepared(records, workers):
+            self.add_prepared(raw, prepared, source, stats)
             if raw.resume is not None:
                 last = raw.resume
             if self.should_flush:
                 self.flush({source: last} if last is not None else None)
         self.flush({source: last} if last is not None else None)
+
+
+@dataclass
+class Prepared:
+    """A record checked against its CID and parsed, as the rows it adds to the store."""
+
+    cid: str
+    type: str
+    size: int
+    rows: dict[str, list[dict[str, Any]]]
+
+
+def prepare(raw: RawRecord) -> Prepared | Rejection:
+    """Open ``raw`` (CID, schema) and compute its rows; a pure function, run in workers."""
+    envelope = open_record(raw)
+    if isinstance(envelope, Rejection):
+        return envelope
+    cid = envelope.cid
+    return Prepared(
+        cid,
+        envelope.type,
+        len(envelope.raw),
+        {
+            "envelopes": [
+                {
+                    "cid": cid,
+                    "type": envelope.type,
+                    "size": len(envelope.raw),
+                    "digest": envelope.digest,
+                    "raw": envelope.raw,
+                }
+            ],
+            "signatures": [
+                {"cid": cid, "idx": i, "key": b64u_decode(s.key), "sig": b64u_decode(s.sig)}
+                for i, s in enumerate(envelope.signatures)
+            ],
+            "timestamps": [{"cid": cid, "idx": i, "token": t} for i, t in enumerate(envelope.timestamps)],
+            envelope.type: [row_of(envelope)],
+        },
+    )
+
+
+def _prepare_batch(batch: list[RawRecord]) -> list[Prepared | Rejection]:
+    return [prepare(raw) for raw in batch]
+
+
+PARSE_BATCH = 512
+
+
+def _prepared(records: Iterable[RawRecord], workers: int) -> Iterator[tuple[RawRecord, Prepared | Rejection]]:
+    if workers <= 1:
+        for raw in records:
+            yield raw, prepare(raw)
+        return
+    iterator = iter(records)
+    batches = iter(lambda: list(islice(iterator, PARSE_BATCH)), [])
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending: deque[tuple[list[RawRecord], Future[list[Prepared | Rejection]]]] = deque()
+        for batch in batches:
+            pending.append((batch, pool.submit(_prepare_batch, batch)))
+            if len(pending) >= 4 * workers:
+                done, future = pending.popleft()
+                yield from zip(done, future.result(), strict=True)
+        while pending:
+            done, future = pending.popleft()
+            yield from zip(done, future.result(), strict=True)
 
 
 def _ident(name: str) -> str:
