@@ -262,12 +262,18 @@ def harvest(
     console = Console(stderr=True, quiet=quiet)
     started = time.perf_counter()
     with console.status("harvesting…") as status:
+        total = sum(_archive_bytes(Path(t)) for t in sources if t not in urls)
 
         def progress(stats: HarvestStats) -> None:
-            rate = stats.read / max(time.perf_counter() - started, 1e-9)
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            rate = stats.read / elapsed
+            eta = ""
+            if total and not urls and stats.bytes:
+                left = max(total - stats.bytes, 0) / (stats.bytes / elapsed)
+                eta = f", about {left:,.0f} s left"
             status.update(
                 f"harvesting: {stats.read:,} records read, {stats.new:,} new, "
-                f"{stats.quarantined:,} quarantined, {stats.bytes / 1e6:,.1f} MB, {rate:,.0f} records/s"
+                f"{stats.quarantined:,} quarantined, {stats.bytes / 1e6:,.1f} MB, {rate:,.0f} records/s{eta}"
             )
 
         _, stats = run_harvest(chosen, out, None if quiet else progress, workers=workers)
@@ -292,6 +298,22 @@ def harvest(
         click.echo(
             f"{stats.quarantined} records quarantined: see the quarantine table ({out}/tables/quarantine)"
         )
+    from auditor.store.evidence import connect, contested_slots
+
+    contested = contested_slots(connect(out))
+    if contested:
+        click.echo(
+            f"{len(contested)} slots hold more than one record (all kept; `vtaudit verify` judges them):"
+        )
+        for slot in contested[:20]:
+            click.echo(f"  {slot}")
+
+
+def _archive_bytes(path: Path) -> int:
+    """The size of an archive (a file, or the .json files of a directory), for the ETA."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*.json")) if path.is_dir() else 0
 
 
 @main.group()

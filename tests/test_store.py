@@ -17,7 +17,8 @@ import pytest
 from auditor.errors import InputError
 from auditor.harvest import ArchiveSource, harvest
 from auditor.sim.election import SimConfig, simulate
-from auditor.store.evidence import EvidenceStore, connect
+from auditor.store import evidence
+from auditor.store.evidence import EvidenceStore, connect, contested_slots
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,10 @@ def test_harvest_fills_typed_tables_and_views(election: Path, tmp_path: Path) ->
         os.chdir(here)
 
 
-def test_parsing_in_worker_processes_gives_the_same_store(election: Path, tmp_path: Path) -> None:
+def test_parsing_in_worker_processes_gives_the_same_store(
+    election: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(evidence, "PARSE_BATCH", 8)  # small batches: this election uses the pool
     harvest([ArchiveSource(election / "evidence.car")], tmp_path / "one", workers=1)
     harvest([ArchiveSource(election / "evidence.car")], tmp_path / "two", workers=2)
     queries = [
@@ -168,3 +172,17 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
     con = connect(tmp_path / "ev")
     assert con.execute("select count(*) - count(distinct cid) from envelopes").fetchone() == (0,)
     assert con.execute("select count(*) - count(distinct cid) from vote_block").fetchone() == (0,)
+
+
+def test_contested_slots_are_kept_and_listed(tmp_path: Path) -> None:
+    out = tmp_path / "e"
+    simulate(
+        SimConfig(
+            voters=150, seed=4, workers=1, tamper="result-equivocation", formats=("car",), secrets=False
+        ),
+        out,
+    )
+    harvest([ArchiveSource(out / "evidence.car")], tmp_path / "ev")
+    slots = contested_slots(connect(tmp_path / "ev"))
+    assert len(slots) == 1 and slots[0].startswith("result (election ")
+    assert slots[0].count("bagaaiera") == 4  # the election, the template and the two results

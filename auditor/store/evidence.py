@@ -27,7 +27,7 @@ from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from auditor.model.encoding import b64u_decode
 from auditor.sources import RawRecord, Rejection, open_record
 from auditor.store.tables import TABLES, TS, row_of, schema_of
 
-__all__ = ["BASE_TABLES", "EvidenceStore", "HarvestStats", "connect"]
+__all__ = ["BASE_TABLES", "SLOTS", "EvidenceStore", "HarvestStats", "connect", "contested_slots", "prepare"]
 
 LOG = "store.json"
 FORMAT = "vtaudit-evidence/1"
@@ -325,6 +325,12 @@ def _prepared(records: Iterable[RawRecord], workers: int) -> Iterator[tuple[RawR
             yield raw, prepare(raw)
         return
     iterator = iter(records)
+    head = list(islice(iterator, 8 * PARSE_BATCH))
+    if len(head) < 8 * PARSE_BATCH:  # a small source: starting processes would cost more
+        for raw in head:
+            yield raw, prepare(raw)
+        return
+    iterator = chain(head, iterator)
     batches = iter(lambda: list(islice(iterator, PARSE_BATCH)), [])
     with ProcessPoolExecutor(max_workers=workers) as pool:
         pending: deque[tuple[list[RawRecord], Future[list[Prepared | Rejection]]]] = deque()
@@ -357,3 +363,31 @@ def connect(root: Path) -> duckdb.DuckDBPyConnection:
             f"CREATE VIEW {_ident(name)} AS SELECT * FROM read_parquet([{files}], union_by_name=true)"
         )
     return con
+
+
+# Records that must be unique per slot (spec §4): two of them are an equivocation, or at
+# least something a person must look at. The harvest keeps them all and lists them.
+SLOTS = {
+    "election_revision": ("election", "revision"),
+    "ballot_template": ("election", "authority", "district", "revision"),
+    "registration_roll": ("election", "registrationAuthority"),
+    "block_tree": ("election", "template"),
+    "result": ("election", "template"),
+    "administration": ("previous",),
+}
+
+
+def contested_slots(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """One line per slot that holds more than one record, naming the records."""
+    found = []
+    for table, columns in SLOTS.items():
+        keys = ", ".join(_ident(c) for c in columns)
+        rows = con.execute(
+            f"SELECT {keys}, list(cid ORDER BY cid) FROM {_ident(table)} "
+            f"WHERE {' AND '.join(f'{_ident(c)} IS NOT NULL' for c in columns)} "
+            f"GROUP BY {keys} HAVING count(*) > 1 ORDER BY {keys}"
+        ).fetchall()
+        for row in rows:
+            slot = ", ".join(f"{c} {v}" for c, v in zip(columns, row[:-1], strict=True))
+            found.append(f"{table} ({slot}): {', '.join(row[-1])}")
+    return found
