@@ -326,3 +326,76 @@ def test_advisory_turnout_matches_the_counted_voters(clean: Path) -> None:
     for ballot in result.ballots:
         for irv in ballot["instantRunoff"]:
             assert irv["rounds"][-1]["winner"]
+
+
+# ---------------------------------------------------------------------------- no false alarms
+
+
+def _with_extra(tmp_path: Path, clean: Path, extra: dict[str, bytes]) -> Verification:
+    evidence = tmp_path / "evidence"
+    shutil.copytree(clean / "records", evidence)
+    for name, raw in extra.items():
+        (evidence / name).write_bytes(raw)
+    harvest([ArchiveSource(evidence)], tmp_path / "store")
+    return verify_store(tmp_path / "store", load_trust(clean / "trust.toml"), workers=1)
+
+
+def _records(clean: Path, record_type: str) -> list[dict[str, object]]:
+    return [json.loads(p.read_text()) for p in sorted((clean / "records" / record_type).glob("*.json"))]
+
+
+def test_copies_with_other_signature_order_are_one_record_not_an_equivocation(
+    tmp_path: Path, clean: Path
+) -> None:
+    extra = {}
+    for record_type in ("election_revision", "result", "receipt", "tally_node", "block_tree"):
+        record = next(r for r in _records(clean, record_type) if len(r["signatures"]) >= 1)  # type: ignore[arg-type]
+        copy = dict(record, signatures=list(reversed(record["signatures"])) + record["signatures"][:1])  # type: ignore[call-overload, index]
+        extra[f"copy-{record_type}.json"] = jcs(copy)
+    result = _with_extra(tmp_path, clean, extra)
+    assert _failed(result) <= {"RUN-TRIGGER"}, [
+        f.message for f in result.findings if f.check != "RUN-TRIGGER"
+    ][:3]
+
+
+def test_a_stray_invalid_key_release_beside_a_valid_one_changes_nothing(tmp_path: Path, clean: Path) -> None:
+    release = _records(clean, "key_release")[0]
+    untimestamped = dict(release, timestamps=[])
+    result = _with_extra(tmp_path, clean, {"stray-release.json": jcs(untimestamped)})
+    status = _status(result)
+    assert (
+        status["KEY-RELEASE"] == "pass" and status["RES-MATCH"] == "pass" and status["DEC-ENTRIES"] == "pass"
+    )
+
+
+def test_registrants_after_registration_ended_belong_to_another_roll(tmp_path: Path, clean: Path) -> None:
+    from auditor.crypto.ed25519 import SigningKey, sign_digest
+    from auditor.model.envelope import record_digest
+
+    registrant = _records(clean, "registrant")[0]
+    key = SigningKey.derive(b"a voter of next year's election")
+    body = dict(
+        registrant["body"],
+        key=key.public_b64u,
+        registered=registrant["body"]["registered"] + 400 * 86_400_000,
+    )  # type: ignore[call-overload, index]
+    later = {
+        "v": 1,
+        "type": "registrant",
+        "body": body,
+        "signatures": [sign_digest(key, record_digest("registrant", body))],
+        "timestamps": [],
+    }
+    result = _with_extra(tmp_path, clean, {"next-year.json": jcs(later)})
+    outcome = {o.id: o for o in result.outcomes}["REG-ROLL"]
+    assert outcome.status == "pass" and "after RE" in outcome.note
+
+
+def test_an_unsigned_copy_of_the_election_does_not_stop_the_audit(tmp_path: Path, clean: Path) -> None:
+    election = _records(clean, "election")[0]
+    impostor = dict(
+        election, body=dict(election["body"], title="Someone else's election"), signatures=[], timestamps=[]
+    )  # type: ignore[call-overload]
+    result = _with_extra(tmp_path, clean, {"impostor.json": jcs(impostor)})
+    assert result.election == next((clean / "records" / "election").glob("*.json")).stem
+    assert result.verdict == "verified"

@@ -66,7 +66,7 @@ Validator = Callable[[Any, str], Any]
 # ℓ, the order of the Edwards25519 prime-order subgroup (spec §5.1).
 ELL = 2**252 + 27742317777372353535851937790883648493
 MAX_TEXT = 1 << 20  # longest string member accepted; envelopes are ≤ 8 MiB anyway
-_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # used with fullmatch: "$" would accept a trailing newline
 
 
 def describe(value: object) -> str:
@@ -124,7 +124,7 @@ def at_least(minimum: int) -> Validator:
 
 
 def code(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not _CODE.match(value):
+    if not isinstance(value, str) or not _CODE.fullmatch(value):
         raise SchemaError(path, describe(value), "a code matching ^[A-Za-z0-9_.-]{1,64}$")
     return value
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from auditor.model.envelope import Envelope
-from auditor.verify.context import Audit, fmt_time
+from auditor.verify.context import Audit, distinct_content, fmt_time
 
 __all__ = ["check_authority_signature", "check_chains", "fallback_event"]
 
@@ -107,15 +107,10 @@ def check_chains(audit: Audit) -> None:
         f.fail("AUTH-CHAIN", cid, message, records=[cid])
     # forks: two chained successors of one administration
     for previous_cid, children in successors.items():
-        chained = sorted((c for c in children if ok.get(c.cid)), key=lambda c: c.cid)
-        if len(chained) > 1:
-            f.fail(
-                "AUTH-CHAIN",
-                chained[1].cid,
-                f"administration {previous_cid} has {len(chained)} validly signed successors "
-                f"({', '.join(c.cid for c in chained)}): the authority's chain forks (equivocation)",
-                records=[previous_cid, *(c.cid for c in chained)],
-                envelopes={c.cid: audit.envelope_text(c.cid) for c in chained},
+        chained = distinct_content(audit, (c for c in children if ok.get(c.cid)))
+        if len(chained) > 1:  # the authority's chain forks
+            audit.equivocation(
+                "AUTH-CHAIN", chained, f"the succession of administration {previous_cid}", also=[previous_cid]
             )
     audit.admin_ok = ok
     f.checked("AUTH-CHAIN", len(admins), f"{len(admins)} administrations")

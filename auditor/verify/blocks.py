@@ -14,7 +14,7 @@ from auditor.crypto import merkle
 from auditor.model.encoding import b64u_decode, b64u_encode, cid_to_binary
 from auditor.model.envelope import Envelope
 from auditor.verify.authority import check_authority_signature
-from auditor.verify.context import Audit, fmt_time
+from auditor.verify.context import Audit, distinct_content, fmt_time
 
 __all__ = ["check_blocks", "check_receipts", "check_tree"]
 
@@ -64,8 +64,9 @@ def check_receipts(audit: Audit) -> None:
             f.fail("RCP-VALID", cid, f"receipt {cid} for block {block} {state}", records=[block])
     for block, cids, results in audit.rows(
         """
-        SELECT block, list(cid ORDER BY cid), list(result ORDER BY cid) FROM rcp
-        GROUP BY block HAVING count(*) > 1 ORDER BY block
+        SELECT r.block, list(r.cid ORDER BY r.cid), list(r.result ORDER BY r.cid)
+        FROM rcp r JOIN envelopes e ON e.cid = r.cid
+        GROUP BY r.block HAVING count(DISTINCT e.digest) > 1 ORDER BY r.block
         """
     ):
         f.fail(
@@ -288,7 +289,8 @@ def _check_consistency(audit: Audit, blocks: int) -> None:
         f"""
         SELECT r.cid, r.block FROM rcp r
         WHERE r.valid AND r.result = 'invalid'
-          AND r.block NOT IN (SELECT cid FROM blk_problem) AND r.block NOT IN {quarantined}
+          AND r.block NOT IN (SELECT cid FROM blk_problem)
+          AND (r.block IN (SELECT cid FROM blk) OR r.block NOT IN {quarantined})
         ORDER BY r.cid
         """
     ):
@@ -339,18 +341,15 @@ def check_tree(audit: Audit) -> None:
     templates = sorted(set(expected) | set(valid) | set(audit.templates))
     f.checked("TREE-ROOT", len(templates), f"{len(trees)} block trees, {len(templates)} templates")
     for template in templates:
-        candidates = sorted(valid.get(template, []), key=lambda t: (audit.proven.get(t.cid, 0), t.cid))
+        candidates = distinct_content(audit, valid.get(template, []))
         blocks = expected.get(template, [])
         leaves = sorted(cid_to_binary(b) for b in blocks)
         if len(candidates) > 1:
-            f.fail(
-                "TREE-ROOT",
-                candidates[1].cid,
-                f"template {template} has {len(candidates)} different valid block trees: an equivocation",
-                records=[t.cid for t in candidates],
-                envelopes={t.cid: audit.envelope_text(t.cid) for t in candidates},
-            )
+            audit.equivocation("TREE-ROOT", candidates, f"the block tree of template {template}")
         if not candidates:
+            if not leaves:  # nothing was counted and nothing committed: nothing to check (D12)
+                f.checked("TREE-ROOT", 0, f"template {template} has no counted block and no tree")
+                continue
             f.fail(
                 "TREE-ROOT",
                 template,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -40,7 +40,7 @@ from auditor.store.evidence import connect
 from auditor.trust import Trust
 from auditor.verify.findings import Findings
 
-__all__ = ["SMALL_TYPES", "Audit", "Stage", "arrow"]
+__all__ = ["SMALL_TYPES", "Audit", "Stage", "arrow", "distinct_content", "fmt_time"]
 
 # Record types parsed in full: few per election, whatever the number of voters.
 SMALL_TYPES = (
@@ -186,6 +186,27 @@ class Audit:
         found = self.rows("SELECT raw FROM envelopes WHERE cid = ? LIMIT 1", [cid])
         return bytes(found[0][0]).decode("utf-8") if found else None
 
+    def equivocation(
+        self, check: str, records: Sequence[Envelope], slot: str, *, also: Sequence[str] = ()
+    ) -> None:
+        """Fail ``check`` for two or more different valid records in one ``slot``; the
+        finding carries every one of them in full (what a third party needs, §8), and says
+        that the audit goes on with the first proven (D18)."""
+        cids = [r.cid for r in records]
+        self.findings.fail(
+            check,
+            cids[1],
+            f"{slot} has {len(cids)} different valid records ({', '.join(cids)}): an equivocation; "
+            f"the audit goes on with the first proven, {cids[0]}",
+            records=[*also, *cids],
+            envelopes={c: self.envelope_text(c) for c in cids},
+        )
+
+    def same_record(self, cid: str, record: Envelope) -> bool:
+        """Whether ``cid`` is ``record`` or a copy of it (same digest, other signatures)."""
+        named = self.records.get(cid)
+        return cid == record.cid or (named is not None and named.digest == record.digest)
+
     def signed_by(self, cid: str, key: str) -> bool:
         """Whether the small record ``cid`` carries a valid signature by ``key`` (b64u)."""
         return key in self.valid_signers.get(cid, ())
@@ -195,10 +216,10 @@ class Audit:
     def open(self) -> None:
         with self.stage("load") as st:
             self._load_small()
-            self._choose_election()
             st.detail = f"{self.harvested:,} records, {sum(len(v) for v in self.by_type.values()):,} parsed"
         with self.stage("signatures") as st:
             st.detail = self._verify_signatures()
+        self._choose_election()  # among validly signed election records
         with self.stage("timestamps") as st:
             st.detail = self._verify_tokens()
 
@@ -232,10 +253,16 @@ class Audit:
                 )
             self.election = chosen[0]
             return
-        candidates = list(elections)
+        # an unsigned copy is nobody's election; if none is signed, audit what there is
+        candidates = [e for e in elections if self.valid_signers.get(e.cid)] or list(elections)
         if len(candidates) > 1 and self.trust is not None and self.trust.election:
             anchored = [e for e in candidates if e.body.authority == self.trust.election]
             candidates = anchored or candidates
+        if len(candidates) > 1:  # the one the election's own revisions name
+            named = Counter(r.body.election for r in self.by_type.get("election_revision", []))
+            most = max(named[e.cid] for e in candidates)
+            if most and sum(1 for e in candidates if named[e.cid] == most) == 1:
+                candidates = [e for e in candidates if named[e.cid] == most]
         if len(candidates) > 1:
             listing = ", ".join(f"{e.cid} ({e.body.title})" for e in candidates)
             raise InputError(
@@ -391,6 +418,19 @@ class Audit:
             relation = "after" if end_inclusive else "at or after"
             return f"its proven time {fmt_time(t)} is {relation} {end} ({fmt_time(hi)})"
         return ""
+
+
+def distinct_content(audit: Audit, records: Iterable[Envelope]) -> list[Envelope]:
+    """One record per digest, the first proven (then lowest CID) of each, in that order.
+
+    Copies of one body with the signatures in another order, or one signature more, have
+    another CID but the same content (spec §3: signatures cover the digest): they are one
+    record, never an equivocation."""
+    ordered = sorted(records, key=lambda r: (audit.proven.get(r.cid, 0), r.cid))
+    seen: dict[bytes, Envelope] = {}
+    for record in ordered:
+        seen.setdefault(record.digest, record)
+    return list(seen.values())
 
 
 def fmt_time(ms: int) -> str:

@@ -18,7 +18,7 @@ from auditor.errors import AuditError
 from auditor.model.encoding import b64u_decode, b64u_encode, cid_to_binary
 from auditor.model.envelope import Envelope
 from auditor.verify.authority import check_authority_signature
-from auditor.verify.context import Audit, arrow, fmt_time
+from auditor.verify.context import Audit, arrow, distinct_content, fmt_time
 
 __all__ = ["check_election_key", "check_revisions", "check_roll", "check_templates", "check_timeline"]
 
@@ -36,17 +36,10 @@ def _effective(
     for record in valid:
         by_number[number(record)].append(record)
     for n, records in sorted(by_number.items()):
-        if len(records) > 1:
-            ordered = sorted(records, key=lambda r: (audit.proven.get(r.cid, 0), r.cid))
-            audit.findings.fail(
-                check,
-                ordered[1].cid,
-                f"{len(records)} different valid {what} carry number {n} "
-                f"({', '.join(r.cid for r in ordered)}): an equivocation; the audit goes on with the "
-                f"first proven, {ordered[0].cid}",
-                records=[r.cid for r in ordered],
-                envelopes={r.cid: audit.envelope_text(r.cid) for r in ordered},
-            )
+        ordered = distinct_content(audit, records)
+        by_number[n] = ordered
+        if len(ordered) > 1:
+            audit.equivocation(check, ordered, f"{what} number {n}")
     if not by_number:
         return None
     best = sorted(by_number[max(by_number)], key=lambda r: (audit.proven.get(r.cid, 0), r.cid))
@@ -82,7 +75,7 @@ def check_revisions(audit: Audit) -> None:
             continue
         valid.append(rev)
     f.checked("ELE-REVISION", len(revisions), f"{len(revisions)} revisions")
-    audit.revision = _effective(audit, "ELE-REVISION", valid, lambda r: int(r.body.revision), "revisions")
+    audit.revision = _effective(audit, "ELE-REVISION", valid, lambda r: int(r.body.revision), "revision")
     if audit.revision is None:
         f.fail(
             "ELE-REVISION",
@@ -200,7 +193,14 @@ def check_templates(audit: Audit) -> None:
             valid[(body.authority, body.district)].append(tpl)
     effective = {}
     for group in valid.values():
-        chosen = _effective(audit, "TPL-VALID", group, lambda t: int(t.body.revision), "template revisions")
+        first = group[0].body
+        chosen = _effective(
+            audit,
+            "TPL-VALID",
+            group,
+            lambda t: int(t.body.revision),
+            f"the template of district {first.district} by {first.authority}, revision",
+        )
         if chosen is not None:
             effective[chosen.cid] = chosen
     districts = defaultdict(list)
@@ -233,15 +233,25 @@ def check_roll(audit: Audit) -> None:
     election = audit.election
     assert election is not None
     authority = election.body.registrationAuthority
-    # registrants of this registration authority, with whether each is self-signed
+    # registrants of this registration authority up to RE (an authority serves many
+    # elections: later registrations belong to later rolls), each self-signed or not
+    registration_end = audit.timeline("RE")
+    if registration_end is None:
+        registration_end = 2**62
+    later = audit.rows(
+        "SELECT count(*) FROM registrant WHERE registrationAuthority = ? AND epoch_ms(registered) > ?",
+        [authority, registration_end],
+    )[0][0]
+    if later:
+        f.checked("REG-ROLL", 0, f"{later:,} registrants registered after RE are not part of this roll")
     registrants = arrow(
         audit.con,
         """
         SELECT r.cid, r.key, r.district,
                EXISTS (SELECT 1 FROM sig_ok s WHERE s.cid = r.cid AND s.key = r.key AND s.ok) AS self_signed
-        FROM registrant r WHERE r.registrationAuthority = ?
+        FROM registrant r WHERE r.registrationAuthority = ? AND epoch_ms(r.registered) <= ?
         """,
-        [authority],
+        [authority, registration_end],
     )
     cids = registrants.column("cid").to_pylist()
     signed = registrants.column("self_signed").to_pylist()
@@ -251,10 +261,11 @@ def check_roll(audit: Audit) -> None:
             f.fail("REG-ROLL", cid, f"registrant {cid} is not validly signed by the key it registers")
     for key, group in audit.rows(
         """
-        SELECT key, list(cid ORDER BY cid) FROM registrant WHERE registrationAuthority = ?
+        SELECT key, list(cid ORDER BY cid) FROM registrant
+        WHERE registrationAuthority = ? AND epoch_ms(registered) <= ?
         GROUP BY key HAVING count(*) > 1 ORDER BY key
         """,
-        [authority],
+        [authority, registration_end],
     ):
         f.fail(
             "REG-ROLL",
@@ -287,14 +298,9 @@ def check_roll(audit: Audit) -> None:
     if not valid:
         f.fail("REG-ROLL", election.cid, "no valid registration roll: the eligible voters are unknown")
         return
+    valid = distinct_content(audit, valid)
     if len(valid) > 1:
-        f.fail(
-            "REG-ROLL",
-            valid[1].cid,
-            f"{len(valid)} different valid rolls: an equivocation",
-            records=[r.cid for r in valid],
-            envelopes={r.cid: audit.envelope_text(r.cid) for r in valid},
-        )
+        audit.equivocation("REG-ROLL", valid, f"the roll of election {election.cid}")
     roll = sorted(valid, key=lambda r: (audit.proven.get(r.cid, 0), r.cid))[0]
     audit.roll = roll
     leaves = sorted(cid_to_binary(c) for c in eligible.column("cid").to_pylist())

@@ -150,12 +150,8 @@ def verify_store(
                     raise
                 message = f"the {step.name} step stopped on an internal error ({type(e).__name__}: {e})"
                 errors.append(message)
-                for check in step.checks:
-                    audit.findings.outcomes[check].status = "skipped"
-                    audit.findings.outcomes[check].note = (
-                        message + "; this is a bug in vtaudit, please report it"
-                    )
-                    audit.findings.skip(check, message)
+                for check in step.checks:  # a failure found before the error stands
+                    audit.findings.skip(check, message + "; this is a bug in vtaudit, please report it")
     if not audit.findings.ran("AUTH-THRESHOLD") and audit.election is None:
         audit.findings.skip("AUTH-THRESHOLD", audit.election_note)
     errors.extend(audit.internal_errors)

@@ -48,17 +48,24 @@ def check_disputes(audit: Audit) -> None:
                EXISTS (SELECT 1 FROM member m WHERE m.cid = r.block AND m.key = d.key),
                EXISTS (SELECT 1 FROM member m JOIN included i ON i.cid = m.cid WHERE m.key = d.key),
                EXISTS (SELECT 1 FROM sig_ok s WHERE s.cid = d.cid AND s.key = d.key AND s.ok),
-               coalesce(r.block IN (SELECT cid FROM included), false)
+               coalesce(r.block IN (SELECT cid FROM included), false),
+               (SELECT min(b.template) FROM blk b WHERE b.cid = r.block)
         FROM dispute d LEFT JOIN rcp r ON r.cid = d.receipt
         WHERE d.election = ? ORDER BY d.cid
         """,
         [audit.election.cid],
     )
     f.checked("DSP-RESOLVED", len(rows), f"{len(rows)} disputes")
-    for cid, template, receipt, key, found, valid, result, block, member, counted, signed, included in rows:
+    for row in rows:
+        cid, named, receipt, key, found, valid, result, block, member, counted, signed, included, of_block = (
+            row
+        )
         who = b64u_encode(bytes(key))
+        template = of_block or named  # spec §10 counts disputes per template: the block's
         if not signed:
             status, why = "invalid", f"it is not validly signed by the disputer's key {who}"
+        elif of_block is not None and of_block != named:
+            status, why = "invalid", f"it names template {named}, but the receipt's block is for {of_block}"
         elif not found:  # before refuting: the claim names a receipt nobody can see
             status, why = (
                 "unresolved",

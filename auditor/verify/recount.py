@@ -90,14 +90,14 @@ def _count_block(
     histogram: Histogram = zero(template)
     for i, ciphertext in enumerate(votes):
         where = f"block {cid}, votes[{i}]"
-        entry = _open(out, ciphertext, where)
+        entry = _open(out, ciphertext, where, "BAL-VALID")
         if entry is None:
             continue
         try:
             vote = VoteEntry.parse(entry, "vote entry")
-        except AuditError as e:
+        except AuditError as e:  # it decrypts: the voter cast something that is not a vote (§6)
             out.problems.append(
-                ("DEC-ENTRIES", f"{where} decrypts to something that is not a vote entry: {e}")
+                ("BAL-VALID", f"{where} decrypts to something that is not a valid vote entry: {e}")
             )
             continue
         out.nonces.append(vote.nonce)
@@ -118,14 +118,14 @@ def _count_block(
     seen_keys = []
     for i, ciphertext in enumerate(voters):
         where = f"block {cid}, voters[{i}]"
-        entry = _open(out, ciphertext, where)
+        entry = _open(out, ciphertext, where, "DEC-VOTER")
         if entry is None:
             continue
         try:
             voter = VoterEntry.parse(entry, "voter entry")
         except AuditError as e:
             out.problems.append(
-                ("DEC-ENTRIES", f"{where} decrypts to something that is not a voter entry: {e}")
+                ("DEC-VOTER", f"{where} decrypts to something that is not a voter entry: {e}")
             )
             continue
         seen_keys.append(voter.key)
@@ -152,12 +152,18 @@ def _count_block(
     return out
 
 
-def _open(out: BlockCount, ciphertext: bytes, where: str) -> Any:
+def _open(out: BlockCount, ciphertext: bytes, where: str, unreadable: str) -> Any:
+    """The decrypted entry's JSON; a ciphertext that does not open is DEC-ENTRIES, a
+    plaintext that is not JSON is the ``unreadable`` check (BAL-VALID or DEC-VOTER)."""
     try:
         plaintext = decrypt(ciphertext, _STATE["key"], out.template)
-        return parse_json(plaintext, what="entry")
     except AuditError as e:
         out.problems.append(("DEC-ENTRIES", f"{where} does not decrypt: {e}"))
+        return None
+    try:
+        return parse_json(plaintext, what="entry")
+    except AuditError as e:
+        out.problems.append((unreadable, f"{where} decrypts, but not to a JSON entry: {e}"))
         return None
 
 
@@ -173,7 +179,8 @@ def _batches(audit: Audit) -> Iterator[list[tuple[str, str, list[bytes], list[by
 def recount(audit: Audit) -> None:
     """Decrypt and count every counted block, then check the tally trees and results."""
     f = audit.findings
-    if audit.findings.failed("KEY-RELEASE") or len(audit.released) == 0:
+    listed = set(audit.revision.body.keyholders) if audit.revision else set()
+    if not listed or not listed <= set(audit.released):
         reason = "the votes cannot be decrypted: not every keyholder released a valid key (KEY-RELEASE)"
         for check in (*RECOUNT_CHECKS, "RES-MATCH"):
             f.skip(check, reason)
@@ -330,10 +337,12 @@ def _compare_nodes(
 ) -> None:
     f = audit.findings
     by_range: dict[tuple[int, int], list[str]] = defaultdict(list)
-    for cid, _, start, end, _, _, _, _ in published:
+    contents: dict[tuple[int, int], set[tuple[Any, ...]]] = defaultdict(set)
+    for cid, _, start, end, node_hash, voters, counts_text, children in sorted(published, key=lambda r: r[0]):
         by_range[(start, end)].append(cid)
+        contents[(start, end)].add((bytes(node_hash), voters, counts_text, tuple(children)))
     for rng, cids in sorted(by_range.items()):
-        if len(cids) > 1:
+        if len(contents[rng]) > 1:  # copies with other signatures are one node
             f.fail(
                 "TALLY-TREE",
                 sorted(cids)[1],
@@ -359,8 +368,8 @@ def _compare_nodes(
             if list(children) != [leaves[start]]:
                 problems.append(f"its child is {', '.join(children)}, expected block {leaves[start]}")
         else:
-            want_children = [by_range.get((start, mid), ["?"])[0], by_range.get((mid, end), ["?"])[0]]
-            if list(children) != want_children:
+            left, right = by_range.get((start, mid), []), by_range.get((mid, end), [])
+            if len(children) != 2 or children[0] not in left or children[1] not in right:
                 problems.append(
                     f"its children are {', '.join(children)}, expected the nodes of [{start}, {mid}) "
                     f"and [{mid}, {end})"

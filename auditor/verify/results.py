@@ -11,7 +11,7 @@ from collections import defaultdict
 
 from auditor.model.envelope import Envelope
 from auditor.verify.authority import check_authority_signature
-from auditor.verify.context import Audit
+from auditor.verify.context import Audit, distinct_content
 
 __all__ = ["CHECKS", "check_results"]
 
@@ -39,20 +39,12 @@ def check_results(audit: Audit) -> None:
     templates = sorted(set(audit.templates) | set(by_template))
     f.checked("RES-MATCH", len(templates), f"{len(results)} results for {len(audit.templates)} templates")
     for template in templates:
-        group = sorted(by_template.get(template, []), key=lambda r: (audit.proven.get(r.cid, 0), r.cid))
+        group = distinct_content(audit, by_template.get(template, []))
         if not group:
             f.fail("RES-MATCH", template, f"template {template} has no valid result")
             continue
         if len(group) > 1:
-            f.fail(
-                "RES-MATCH",
-                group[1].cid,
-                f"template {template} has {len(group)} different valid results "
-                f"({', '.join(r.cid for r in group)}): an equivocation",
-                records=[r.cid for r in group],
-                envelopes={r.cid: audit.envelope_text(r.cid) for r in group},
-            )
-            continue
+            audit.equivocation("RES-MATCH", group, f"the result of template {template}")
         result = group[0]
         body = result.body
         tree = audit.trees.get(template)
@@ -61,11 +53,14 @@ def check_results(audit: Audit) -> None:
             problems.append(f"it is for template {template}, which is not an effective template")
         if tree is None:
             problems.append("the template has no verified block tree")
-        elif body.blockTree != tree.cid:
+        elif not audit.same_record(body.blockTree, tree):
             problems.append(f"it names block tree {body.blockTree}; the verified tree is {tree.cid}")
-        root = _tally_node(audit, body.tallyRoot)
+        root = _tally_node(audit, body.tallyRoot, template)
         if root is None:
-            problems.append(f"its tally root {body.tallyRoot} is not in the evidence")
+            if tree is None or tree.body.count > 0:  # an empty tree has no tally root (D12)
+                problems.append(
+                    f"its tally root {body.tallyRoot} is not a tally node of this election and template"
+                )
         elif tree is not None and (root[0], root[1]) != (0, tree.body.count):
             problems.append(
                 f"its tally root covers [{root[0]}, {root[1]}), not the whole tree [0, {tree.body.count})"
@@ -76,6 +71,11 @@ def check_results(audit: Audit) -> None:
             audit.results[template] = result
 
 
-def _tally_node(audit: Audit, cid: str) -> tuple[int, int] | None:
-    rows = audit.rows('SELECT start, "end" FROM tally_node WHERE cid = ?', [cid])
+def _tally_node(audit: Audit, cid: str, template: str) -> tuple[int, int] | None:
+    """The range of tally node ``cid`` if it is a node of this election and template."""
+    assert audit.election is not None
+    rows = audit.rows(
+        'SELECT start, "end" FROM tally_node WHERE cid = ? AND template = ? AND election = ?',
+        [cid, template, audit.election.cid],
+    )
     return (rows[0][0], rows[0][1]) if rows else None
