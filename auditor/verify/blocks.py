@@ -285,16 +285,15 @@ def _check_consistency(audit: Audit, blocks: int) -> None:
             (cid, block, f"receipt {cid} names registrant {b64u_encode(bytes(key))}, who {reason}")
         )
     # invalid: the block fails a check (or could not even be read: it is in quarantine)
-    for cid, block in audit.rows(
+    for cid, block, exists in audit.rows(
         f"""
-        SELECT r.cid, r.block FROM rcp r
+        SELECT r.cid, r.block, r.block IN (SELECT cid FROM blk) AS harvested FROM rcp r
         WHERE r.valid AND r.result = 'invalid'
           AND r.block NOT IN (SELECT cid FROM blk_problem)
-          AND (r.block IN (SELECT cid FROM blk) OR r.block NOT IN {quarantined})
+          AND (harvested OR r.block NOT IN {quarantined})
         ORDER BY r.cid
         """
     ):
-        exists = audit.rows("SELECT count(*) FROM blk WHERE cid = ?", [block])[0][0]
         why = (
             "passes every block check" if exists else "is not in the evidence, so its defect cannot be shown"
         )
@@ -312,7 +311,6 @@ def check_tree(audit: Audit) -> None:
     valid: dict[str, list[Envelope]] = defaultdict(list)
     for tree in trees:
         good = check_authority_signature(audit, tree, election.body.authority)
-        audit.auth_ok[tree.cid] = good
         if not good:
             f.fail(
                 "TREE-ROOT",

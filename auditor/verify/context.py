@@ -17,7 +17,6 @@ Opening an audit does the work that every later check relies on, once:
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -131,7 +130,6 @@ class Audit:
         self.harvested = 0
         # filled by the checks, in order, for the checks after them
         self.admin_ok: dict[str, bool] = {}  # administration CID -> chained to its founding record
-        self.auth_ok: dict[str, bool] = {}  # authority-signed record CID -> AUTH-THRESHOLD holds
         self.revision: Envelope | None = None  # the effective revision
         self.templates: dict[str, Envelope] = {}  # effective templates by CID
         self.roll: Envelope | None = None
@@ -299,10 +297,13 @@ class Audit:
             }
         )
         self.register("sig_ok", sig_ok)
-        small = set(self.records)
-        for cid, key, good in zip(table.column("cid").to_pylist(), keys, ok, strict=True):
-            if good and cid in small:
-                self.valid_signers[cid].add(b64u_encode(key))
+        placeholders = ", ".join("?" for _ in SMALL_TYPES)
+        for cid, key in self.rows(
+            "SELECT s.cid, s.key FROM sig_ok s JOIN envelopes e USING (cid) "
+            f"WHERE s.ok AND e.type IN ({placeholders})",
+            list(SMALL_TYPES),
+        ):
+            self.valid_signers[cid].add(b64u_encode(bytes(key)))
         bad = len(ok) - sum(ok)
         return f"{len(ok):,} signatures, {bad:,} do not verify, {self.workers} threads"
 
@@ -438,10 +439,3 @@ def fmt_time(ms: int) -> str:
     seconds, millis = divmod(ms, 1000)
     text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
     return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
-
-
-def distinct(values: Iterable[str]) -> list[str]:
-    return sorted(set(values))
-
-
-CPU_COUNT = os.cpu_count() or 1

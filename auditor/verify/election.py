@@ -58,9 +58,7 @@ def check_revisions(audit: Audit) -> None:
     valid = []
     for rev in revisions:
         if not check_authority_signature(audit, rev, founding):
-            audit.auth_ok[rev.cid] = False
             continue
-        audit.auth_ok[rev.cid] = True
         times = _valid_token_times(audit, rev.cid)
         if not any(t <= deadline for t in times):
             got = (
@@ -84,7 +82,7 @@ def check_revisions(audit: Audit) -> None:
             "receipt key to audit against",
         )
     # the election record itself, now that the timeline can date it
-    audit.auth_ok[election.cid] = check_authority_signature(audit, election, founding)
+    check_authority_signature(audit, election, founding)
 
 
 def _valid_token_times(audit: Audit, cid: str) -> list[int]:
@@ -174,7 +172,6 @@ def check_templates(audit: Audit) -> None:
         body = tpl.body
         name = f"template {tpl.cid} ({body.district}, revision {body.revision})"
         good = check_authority_signature(audit, tpl, body.authority)
-        audit.auth_ok[tpl.cid] = good
         if not good:
             f.fail(
                 "TPL-VALID", tpl.cid, f"{name} is not validly signed by its ballot authority (AUTH-THRESHOLD)"
@@ -280,7 +277,6 @@ def check_roll(audit: Audit) -> None:
     valid = []
     for roll in rolls:
         good = check_authority_signature(audit, roll, authority)
-        audit.auth_ok[roll.cid] = good
         if roll.body.registrationAuthority != authority:
             f.fail(
                 "REG-ROLL",

@@ -133,7 +133,6 @@ def check_certifications(audit: Audit) -> None:
                 f"is {authority}",
             )
         good = check_authority_signature(audit, cert, authority)
-        audit.auth_ok[cert.cid] = good
         if not good:
             f.fail("CERT-MATCH", cert.cid, f"{name} is not validly authority-signed (AUTH-THRESHOLD)")
         when = audit.in_window(cert.cid, "CS", "C", end_inclusive=True)

@@ -49,7 +49,7 @@ def check_disputes(audit: Audit) -> None:
                EXISTS (SELECT 1 FROM member m JOIN included i ON i.cid = m.cid WHERE m.key = d.key),
                EXISTS (SELECT 1 FROM sig_ok s WHERE s.cid = d.cid AND s.key = d.key AND s.ok),
                coalesce(r.block IN (SELECT cid FROM included), false),
-               (SELECT min(b.template) FROM blk b WHERE b.cid = r.block)
+               (SELECT min(b.template) FROM blk b WHERE b.cid = r.block)  -- null: block not harvested
         FROM dispute d LEFT JOIN rcp r ON r.cid = d.receipt
         WHERE d.election = ? ORDER BY d.cid
         """,
@@ -73,11 +73,7 @@ def check_disputes(audit: Audit) -> None:
             )
         elif counted:
             continue  # refuted: the voter's key is in a counted block the tally covers
-        elif (
-            not member
-            and block is not None
-            and audit.rows("SELECT count(*) FROM blk WHERE cid = ?", [block])[0][0]
-        ):
+        elif not member and of_block is not None:
             status, why = "invalid", f"the disputer {who} is not a member of block {block}"
         elif valid and result == "accepted" and not included:
             status, why = (

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -54,6 +54,7 @@ class BlockCount:
 
 
 _STATE: dict[str, Any] = {}
+E = TypeVar("E", VoteEntry, VoterEntry)
 
 
 def _init(private_key: bytes, templates: dict[str, bytes]) -> None:
@@ -83,22 +84,19 @@ def _count_block(
     out = BlockCount(cid, template_cid, len(members), b"")
     if template is None:
         out.problems.append(
-            ("DEC-ENTRIES", f"block {cid} names template {template_cid}, which is not a valid template")
+            (
+                "DEC-ENTRIES",
+                f"the votes of block {cid} are not counted: it names template {template_cid}, which is "
+                "not an effective template (see BLK-ELIGIBLE)",
+            )
         )
         out.histogram = b"{}"
         return out
     histogram: Histogram = zero(template)
     for i, ciphertext in enumerate(votes):
         where = f"block {cid}, votes[{i}]"
-        entry = _open(out, ciphertext, where, "BAL-VALID")
-        if entry is None:
-            continue
-        try:
-            vote = VoteEntry.parse(entry, "vote entry")
-        except AuditError as e:  # it decrypts: the voter cast something that is not a vote (§6)
-            out.problems.append(
-                ("BAL-VALID", f"{where} decrypts to something that is not a valid vote entry: {e}")
-            )
+        vote = _open(out, ciphertext, where, VoteEntry, "BAL-VALID")  # it decrypts but is no vote: §6
+        if vote is None:
             continue
         out.nonces.append(vote.nonce)
         problems = vote_problems(template, vote)
@@ -118,15 +116,8 @@ def _count_block(
     seen_keys = []
     for i, ciphertext in enumerate(voters):
         where = f"block {cid}, voters[{i}]"
-        entry = _open(out, ciphertext, where, "DEC-VOTER")
-        if entry is None:
-            continue
-        try:
-            voter = VoterEntry.parse(entry, "voter entry")
-        except AuditError as e:
-            out.problems.append(
-                ("DEC-VOTER", f"{where} decrypts to something that is not a voter entry: {e}")
-            )
+        voter = _open(out, ciphertext, where, VoterEntry, "DEC-VOTER")
+        if voter is None:
             continue
         seen_keys.append(voter.key)
         if not verify_digest(voter.key, voter.signature, voter.digest):
@@ -152,18 +143,20 @@ def _count_block(
     return out
 
 
-def _open(out: BlockCount, ciphertext: bytes, where: str, unreadable: str) -> Any:
-    """The decrypted entry's JSON; a ciphertext that does not open is DEC-ENTRIES, a
-    plaintext that is not JSON is the ``unreadable`` check (BAL-VALID or DEC-VOTER)."""
+def _open(out: BlockCount, ciphertext: bytes, where: str, entry: type[E], check: str) -> E | None:
+    """The decrypted ``entry``; a ciphertext that does not open is DEC-ENTRIES, a plaintext
+    that is not a well-formed entry of that kind is ``check`` (BAL-VALID or DEC-VOTER, D28)."""
     try:
         plaintext = decrypt(ciphertext, _STATE["key"], out.template)
     except AuditError as e:
         out.problems.append(("DEC-ENTRIES", f"{where} does not decrypt: {e}"))
         return None
     try:
-        return parse_json(plaintext, what="entry")
+        return entry.parse(parse_json(plaintext, what="entry"), "entry")
     except AuditError as e:
-        out.problems.append((unreadable, f"{where} decrypts, but not to a JSON entry: {e}"))
+        out.problems.append(
+            (check, f"{where} decrypts to something that is not a valid {entry.__name__}: {e}")
+        )
         return None
 
 
