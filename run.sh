@@ -12,6 +12,10 @@ install_system_packages() {
   command -v openssl >/dev/null 2>&1 || need+=(openssl)
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
   command -v git >/dev/null 2>&1 || need+=(git)
+  # WeasyPrint renders the PDF report with Pango; the tests turn its pages into PNG.
+  ldconfig -p 2>/dev/null | grep -q 'libpango-1.0' || need+=(libpango-1.0-0 libpangoft2-1.0-0)
+  fc-list 2>/dev/null | grep -qi dejavu || need+=(fonts-dejavu-core)
+  command -v pdftoppm >/dev/null 2>&1 || need+=(poppler-utils)
   if ((${#need[@]})); then
     say "installing system packages: ${need[*]}"
     local sudo=""
