@@ -14,6 +14,7 @@ install_system_packages() {
   command -v git >/dev/null 2>&1 || need+=(git)
   # WeasyPrint renders the PDF report with Pango; the tests turn its pages into PNG.
   ldconfig -p 2>/dev/null | grep -q 'libpango-1.0' || need+=(libpango-1.0-0 libpangoft2-1.0-0)
+  ldconfig -p 2>/dev/null | grep -q 'libharfbuzz-subset' || need+=(libharfbuzz-subset0)
   fc-list 2>/dev/null | grep -qi dejavu || need+=(fonts-dejavu-core)
   command -v pdftoppm >/dev/null 2>&1 || need+=(poppler-utils)
   if ((${#need[@]})); then

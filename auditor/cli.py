@@ -11,50 +11,19 @@ Exit codes (docs/cli.md):
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
-import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from auditor import __version__
-from auditor.errors import AuditError
+from auditor.cliutil import boundary as _boundary
 from auditor.sim.tampers import TAMPERS
 
 __all__ = ["main"]
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _boundary(command: F) -> F:
-    """Turn our own errors into one clear line on stderr and exit code 2."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except (AuditError, ValueError) as e:
-            click.echo(f"vtaudit: error: {e}", err=True)
-            sys.exit(2)
-        except BrokenPipeError:  # the reader of our output went away (`| head`): stop quietly
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(1)
-        except Exception as e:  # a bug in vtaudit, never the evidence's fault: say so plainly
-            if os.environ.get("VTAUDIT_DEBUG"):
-                raise
-            click.echo(
-                f"vtaudit: internal error ({type(e).__name__}: {e}). This is a bug in vtaudit; "
-                "run again with VTAUDIT_DEBUG=1 for the traceback and report it.",
-                err=True,
-            )
-            sys.exit(3)
-
-    return wrapper  # type: ignore[return-value]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -463,8 +432,8 @@ def validate(sources: tuple[Path, ...], trust: Path | None, as_json: bool, worke
     "--findings",
     "findings_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for findings.parquet and checks.parquet [default: EVIDENCE/audit for a store, "
-    "else ./vtaudit-audit].",
+    help="Folder for findings.parquet, checks.parquet and answers.parquet (the recount's valid votes) "
+    "[default: EVIDENCE/audit for a store, else ./vtaudit-audit].",
 )
 @click.option("--election", help="The election record's CID, when the evidence holds several.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -528,6 +497,7 @@ def verify(
             with console.status(f"harvesting {evidence} into a temporary store…"):
                 run_harvest([ArchiveSource(evidence)], store, workers=workers)
             default_out = Path("vtaudit-audit")
+        out = findings_dir or default_out
         with console.status("verifying…") as status:
             result = verify_store(
                 store,
@@ -536,8 +506,8 @@ def verify(
                 election=election,
                 progress=lambda stage: status.update(f"verifying: {stage}…"),
                 recount=not no_recount,
+                audit_dir=out,
             )
-        out = findings_dir or default_out
         findings_path, _ = write_findings(result.outcomes, result.findings, out)
     if as_json:
         summary = result.summary()
@@ -647,6 +617,108 @@ def _print_verification(result: Any, trust: Path | None, findings_path: Path) ->
     if result.verdict == "verified" and any(o.status == "fail" for o in result.outcomes):
         verdict = "VERIFIED: every check that bears on the outcome passed (information findings above)"
     console.print(f"[bold]{verdict}[/bold] ({result.seconds:.1f} s)")
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Audit folder: evidence/ (the store), audit/ (findings), report.json, report.html, report.pdf.",
+)
+@click.option(
+    "--trust",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Trust file (spec §9). Without it the report says the evidence is only self-consistent.",
+)
+@click.option(
+    "--keys",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="VTAUDIT_KEYS",
+    required=True,
+    help="Key folder made by `vtaudit keygen` (or $VTAUDIT_KEYS): signs the JSON and the PDF.",
+)
+@click.option("--tsa", "tsa_url", help="RFC 3161 time-stamp authority URL for the PDF signature.")
+@click.option("--election", help="The election's CID, when the evidence holds several.")
+@click.option("--no-pdf", is_flag=True, help="Write the JSON and HTML reports only.")
+@click.option("--quiet", is_flag=True, help="No progress, only the result.")
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Processes for the work."
+)
+@click.pass_context
+@_boundary
+def audit(
+    ctx: click.Context,
+    sources: tuple[str, ...],
+    out: Path,
+    trust: Path | None,
+    keys: Path,
+    tsa_url: str | None,
+    election: str | None,
+    no_pdf: bool,
+    quiet: bool,
+    workers: int,
+) -> None:
+    """Harvest, verify, recount and write the signed reports, in one command.
+
+    SOURCES are what `vtaudit harvest` takes (archives, directories, node URLs); they are
+    harvested into OUT/evidence (running again resumes). Then every check of spec §8
+    runs, the votes are recounted, and OUT gets report.json (signed with the auditor's
+    Ed25519 key), report.html and report.pdf (PAdES-signed). Exit code 0: verified
+    (possibly with warnings); 1: not verified; 2: bad input.
+
+    \b
+    Example:
+      vtaudit keygen --out keys
+      vtaudit audit demo-out/election/evidence.car --trust demo-out/election/trust.toml \\
+        --keys keys --out demo-out/audit
+    """
+    from rich.console import Console
+
+    from auditor.report.keys import load_key_folder
+    from auditor.report.publish import publish
+    from auditor.trust import load_trust
+    from auditor.verify.engine import verify_store
+    from auditor.verify.findings import write_findings
+
+    trusted = load_trust(trust) if trust else None
+    key_folder = load_key_folder(keys)
+    store = out / "evidence"
+    ctx.invoke(harvest, sources=sources, out=store, quiet=True, workers=workers)
+    console = Console(stderr=True, quiet=quiet)
+    findings_dir = out / "audit"
+    with console.status("verifying…") as status:
+        result = verify_store(
+            store,
+            trusted,
+            workers=workers,
+            election=election,
+            progress=lambda stage: status.update(f"verifying: {stage}…"),
+            audit_dir=findings_dir,
+        )
+    findings_path, _ = write_findings(result.outcomes, result.findings, findings_dir)
+    if not quiet:
+        _print_verification(result, trust, findings_path)
+    with console.status("writing the reports…"):
+        published = publish(result, store, out, key_folder, pdf=not no_pdf, tsa_url=tsa_url)
+    click.echo(f"report: {published.json} (signed by {key_folder.auditor.public_b64u})")
+    click.echo(f"        {published.html}")
+    if published.pdf:
+        signed = " (PAdES-signed)" if published.pdf_signed else " (not signed: no pdf.key)"
+        click.echo(f"        {published.pdf}{signed}")
+    click.echo(f"report digest, as printed on every page: {published.digest}")
+    sys.exit(0 if result.verified else 1)
+
+
+def _register() -> None:
+    from auditor.report.cli import keygen, report
+
+    main.add_command(keygen)
+    main.add_command(report)
+
+
+_register()
 
 
 if __name__ == "__main__":  # pragma: no cover

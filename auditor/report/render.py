@@ -18,7 +18,6 @@ import datetime as dt
 import io
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,12 +88,19 @@ class Fetches:
 
     refused: list[str] = field(default_factory=list)
 
-    def fetcher(self) -> Callable[..., dict[str, Any]]:
-        def refuse(url: str, *_args: Any, **_kwargs: Any) -> dict[str, Any]:
-            self.refused.append(url)
-            raise ValueError(f"vtaudit reports fetch nothing (refused {url[:200]!r})")
+    def fetcher(self) -> Any:
+        """A WeasyPrint URL fetcher that opens nothing: no network, no file, no data URL
+        (it allows no protocol, and its ``fetch`` refuses before anything is opened)."""
+        from weasyprint.urls import URLFetcher
 
-        return refuse
+        refused = self.refused
+
+        class Refusing(URLFetcher):  # type: ignore[misc]
+            def fetch(self, url: str, headers: Any = None) -> Any:
+                refused.append(url)
+                raise ValueError(f"vtaudit reports fetch nothing (refused {url[:200]!r})")
+
+        return Refusing(allowed_protocols=(), allow_redirects=False, timeout=0.1)
 
 
 def _time(ms: Any) -> str:
