@@ -513,3 +513,78 @@ def test_audit_command_needs_keys_and_says_how_to_make_them(tmp_path: Path, clea
         ],
     )
     assert result.exit_code == 2 and "vtaudit keygen" in result.output
+
+
+# ---------------------------------------------------------------------------- PDF timestamp (PAdES B-T)
+
+
+@pytest.fixture
+def tsa_url() -> Iterator[str]:
+    """An RFC 3161 time-stamp authority on loopback (pyHanko's test stamper behind HTTP)."""
+    import datetime as dt
+
+    from asn1crypto import keys as asn1_keys
+    from asn1crypto import tsp
+    from asn1crypto import x509 as asn1_x509
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from pyhanko.sign.timestamps import DummyTimeStamper
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # pyHanko's stamper is RSA-only
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Loopback TSA")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(7)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    stamper = DummyTimeStamper(
+        asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER)),
+        asn1_keys.PrivateKeyInfo.load(
+            key.private_bytes(
+                serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        ),
+    )
+
+    class Tsa(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            request = tsp.TimeStampReq.load(self.rfile.read(int(self.headers["Content-Length"])))
+            reply = stamper.request_tsa_response(request).dump()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/timestamp-reply")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Tsa)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/tsa"
+    server.shutdown()
+
+
+def test_the_pdf_signature_can_carry_an_rfc3161_timestamp(
+    clean_report: bytes, keys: report_keys.KeyFolder, tsa_url: str
+) -> None:
+    assert keys.pdf_key and keys.pdf_cert
+    signed = sign_pdf(pdf_report(clean_report), keys.pdf_key, keys.pdf_cert, tsa_url=tsa_url)
+    check = verify_pdf(signed, keys.pdf_cert)
+    assert check.ok, check.problems
+    assert check.timestamp is not None
+
+
+def test_an_unreachable_tsa_is_an_input_error(clean_report: bytes, keys: report_keys.KeyFolder) -> None:
+    assert keys.pdf_key and keys.pdf_cert
+    with pytest.raises(InputError, match="timestamp"):
+        sign_pdf(pdf_report(clean_report), keys.pdf_key, keys.pdf_cert, tsa_url="http://127.0.0.1:9/tsa")
