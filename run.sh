@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # vtaudit developer entry point: set-up on a fresh Debian machine, the demo, the tests.
-#   ./run.sh demo   simulate a small election, then verify it: every check of spec §8
+#   ./run.sh demo   simulate a small election, then audit it: every check of spec §8, signed reports
 #   ./run.sh test   run the test suite (extra arguments go to pytest)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -45,13 +45,22 @@ setup() {
 
 demo() {
   local out=demo-out/election
-  rm -rf "$out" demo-out/evidence
+  rm -rf "$out" demo-out/evidence demo-out/audit
   say "simulating a 2,000-voter election into $out"
   .venv/bin/vtaudit simulate --voters 2000 --seed 1 --out "$out"
-  say "harvesting it into an evidence store (Parquet + DuckDB)"
-  .venv/bin/vtaudit harvest "$out/evidence.car" --out demo-out/evidence --quiet
-  say "verifying it: every check of spec §8, the recount and the runoff rules"
-  .venv/bin/vtaudit verify demo-out/evidence --trust "$out/trust.toml"
+  if [ ! -f demo-out/keys/auditor.key ]; then
+    say "creating the demo auditor's signing keys in demo-out/keys"
+    .venv/bin/vtaudit keygen --out demo-out/keys --name "vtaudit demo auditor" >/dev/null
+  fi
+  say "auditing it: harvest, every check of spec §8, the recount, the runoff rules, signed reports"
+  local status=0
+  .venv/bin/vtaudit audit "$out/evidence.car" --trust "$out/trust.toml" --keys demo-out/keys \
+    --out demo-out/audit || status=$?
+  say "checking the signed reports as a reader would"
+  .venv/bin/vtaudit report verify demo-out/audit/report.pdf --key demo-out/keys/auditor.pub \
+    --cert demo-out/keys/pdf.crt
+  say "open demo-out/audit/report.pdf (or report.html); the JSON is demo-out/audit/report.json"
+  return "$status"
 }
 
 cmd="${1:-}"

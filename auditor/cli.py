@@ -625,7 +625,7 @@ def _print_verification(result: Any, trust: Path | None, findings_path: Path) ->
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="Audit folder: evidence/ (the store), audit/ (findings), report.json, report.html, report.pdf.",
+    help="Audit folder: evidence/ (the store), findings/ (Parquet), report.json, report.html, report.pdf.",
 )
 @click.option(
     "--trust",
@@ -687,7 +687,7 @@ def audit(
     store = out / "evidence"
     ctx.invoke(harvest, sources=sources, out=store, quiet=True, workers=workers)
     console = Console(stderr=True, quiet=quiet)
-    findings_dir = out / "audit"
+    findings_dir = out / "findings"
     with console.status("verifying…") as status:
         result = verify_store(
             store,

@@ -492,7 +492,7 @@ def test_audit_command_writes_signed_reports_that_verify(
     assert result.exit_code == 0, result.output
     for name in ("report.json", "report.html", "report.pdf"):
         assert (out / name).stat().st_size > 0
-    assert (out / "audit" / "findings.parquet").exists()
+    assert (out / "findings" / "findings.parquet").exists()
     check = verify_report((out / "report.json").read_bytes(), keys.auditor.public_b64u)
     assert check.ok and check.body and check.body["verdict"] == "verified"
     assert format_digest(check.digest or b"") in result.output

@@ -168,24 +168,33 @@ def _question_view(code: str, entry: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def _ballot_sentence(ballot: dict[str, Any], failing: list[str]) -> str:
-    verdict, voters = ballot["verdict"], ballot.get("voters", 0)
-    if verdict == "verified":
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _ballot_sentence(ballot: dict[str, Any], failing: list[str], severity: dict[str, str]) -> str:
+    verdict, voters = ballot["verdict"], ballot.get("voters")
+    critical = [c for c in failing if severity.get(c) == "critical"]
+    lesser = [c for c in failing if severity.get(c) != "critical"]
+    if verdict == "verified" and isinstance(voters, int):
         return (
             f"Every check passed: vtaudit decrypted and recounted all {voters:,} votes itself, "
             "and the published result matches its recount exactly."
         )
-    if verdict == "verified-with-warnings":
+    if verdict == "verified-with-warnings" and isinstance(voters, int):
         return (
             f"The published result matches vtaudit's own recount of {voters:,} votes, but "
-            f"{len(failing)} check{'s' if len(failing) != 1 else ''} of lesser severity reported problems "
-            f"({', '.join(failing)}); see the findings."
+            f"{_plural(len(lesser), 'check')} of lesser severity reported problems "
+            f"({', '.join(lesser)}); see the findings."
         )
-    return (
-        f"{len(failing) or 'Some'} critical check{'s' if len(failing) != 1 else ''} failed"
-        + (f" ({', '.join(failing)})" if failing else "")
-        + ": the published result cannot be relied on as it stands; see the findings."
+    text = (
+        f"{_plural(len(critical), 'critical check')} failed ({', '.join(critical)})"
+        if critical
+        else ("The audit could not establish this ballot's count")
     )
+    if lesser:
+        text += f", and {_plural(len(lesser), 'other check')} reported problems ({', '.join(lesser)})"
+    return text + ": the published result cannot be relied on as it stands; see the findings."
 
 
 def _contest_sentences(ballot: dict[str, Any]) -> list[str]:
@@ -196,9 +205,13 @@ def _contest_sentences(ballot: dict[str, Any]) -> list[str]:
         if not ranked:
             continue
         lead, votes = ranked[0]
-        total, margin = q["total"], q["errorMargin"]
-        text = f"“{q['question']}”: {lead} leads with {votes:,} of {total:,} ballots ({_pct(votes, total)}), "
-        text += f"ahead by {q['spread']:,}. "
+        total, margin, spread = q["total"], q["errorMargin"], q["spread"]
+        share = f"{votes:,} of {total:,} ballots ({_pct(votes, total)})"
+        if spread == 0 and len(ranked) > 1:
+            tied = [f"“{code}”" for code, n in ranked if n == votes]
+            text = f"“{q['question']}”: {' and '.join(tied)} are tied at {share}. "
+        else:
+            text = f"“{q['question']}”: “{lead}” leads with {share}, ahead by {spread:,}. "
         if q["robust"]:
             text += f"The outcome is robust: the error margin ({margin:,}) is smaller than the lead. "
         else:
@@ -226,6 +239,7 @@ def render_context(report_bytes: bytes) -> dict[str, Any]:
     for f in body["findings"]:
         findings_by_check.setdefault(f["check"], []).append(f)
     failing_by_ballot = _failing_by_ballot(body)
+    severity = {c["id"]: c["severity"] for c in body["checks"]}
     ballots = []
     for b in body["ballots"]:
         failing = failing_by_ballot.get(b["template"], [])
@@ -233,7 +247,7 @@ def render_context(report_bytes: bytes) -> dict[str, Any]:
             {
                 **b,
                 "verdictWords": VERDICT_WORDS.get(b["verdict"], "UNKNOWN VERDICT"),
-                "sentence": _ballot_sentence(b, failing),
+                "sentence": _ballot_sentence(b, failing, severity),
                 "contests": _contest_sentences(b),
                 "views": [_question_view(code, entry) for code, entry in sorted(b.get("counts", {}).items())],
             }
@@ -276,7 +290,7 @@ def _failing_by_ballot(body: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def _evidence_text(evidence: Any) -> str:
-    text = json.dumps(evidence, ensure_ascii=False, sort_keys=True, indent=1)
+    text = json.dumps(evidence, ensure_ascii=False, sort_keys=True, separators=(", ", ": "))
     return (
         text
         if len(text) <= EVIDENCE_CHARS
