@@ -588,3 +588,45 @@ def test_an_unreachable_tsa_is_an_input_error(clean_report: bytes, keys: report_
     assert keys.pdf_key and keys.pdf_cert
     with pytest.raises(InputError, match="timestamp"):
         sign_pdf(pdf_report(clean_report), keys.pdf_key, keys.pdf_cert, tsa_url="http://127.0.0.1:9/tsa")
+
+
+def test_a_voters_hostile_text_answer_is_shown_as_text_end_to_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys: report_keys.KeyFolder, listener: str
+) -> None:
+    """A voter writes markup into a text answer; it is decrypted, counted, and printed as
+    the characters it is, and rendering the report makes no request."""
+    from auditor.sim import blocks as sim_blocks
+    from auditor.sim.election import SimConfig, simulate
+
+    hostile = f'<img src="{listener}/vote.png"><style>p {{ background: url({listener}/v.css) }}</style>'
+    monkeypatch.setattr(sim_blocks, "TEXT_POOL", (hostile,))
+    out = tmp_path / "e"
+    simulate(SimConfig(voters=60, seed=11, workers=1), out)
+    result = CliRunner().invoke(
+        main,
+        [
+            "audit",
+            str(out / "evidence.car"),
+            "--trust",
+            str(out / "trust.toml"),
+            "--keys",
+            str(keys.folder),
+            "--out",
+            str(tmp_path / "a"),
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    body = parse_json((tmp_path / "a" / "report.json").read_bytes())["body"]
+    texts = [
+        v[0]
+        for b in body["ballots"]
+        for q in b["counts"].values()
+        if q["type"] == "text"
+        for v in q["values"]
+    ]
+    assert hostile in texts
+    html = (tmp_path / "a" / "report.html").read_text()
+    assert "<img" not in html and "&lt;img src=" in html
+    assert _Counter.hits == []
+    assert "<img src=" in " ".join(_pdf_text((tmp_path / "a" / "report.pdf").read_bytes(), tmp_path).split())
