@@ -29,6 +29,8 @@ class Published:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write through a temporary file and rename: a reader never sees half a report."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed run
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
