@@ -10,6 +10,7 @@ found and what was expected, and the evidence a third party needs to be convince
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -181,8 +182,8 @@ def write_findings(
     ]
     findings_path = folder / "findings.parquet"
     checks_path = folder / "checks.parquet"
-    pq.write_table(pa.Table.from_pylist(rows, schema=FINDINGS_SCHEMA), findings_path)
-    pq.write_table(
+    _write_atomic(pa.Table.from_pylist(rows, schema=FINDINGS_SCHEMA), findings_path)
+    _write_atomic(
         pa.Table.from_pylist(
             [{k: v for k, v in o.to_json().items() if k in CHECKS_SCHEMA.names} for o in outcomes],
             schema=CHECKS_SCHEMA,
@@ -190,3 +191,11 @@ def write_findings(
         checks_path,
     )
     return findings_path, checks_path
+
+
+def _write_atomic(table: pa.Table, path: Path) -> None:
+    """Write through a temporary file and rename: a killed run leaves the old file or the
+    new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
