@@ -1,0 +1,244 @@
+"""End-to-end benchmark with the cryptographic floor, measured in one run.
+
+    .venv/bin/python bench/run.py --voters 100000
+    .venv/bin/python bench/run.py --car /tmp/s1m/evidence.car --work /tmp/b1m
+
+Simulates the election (cached in WORK by voters and seed; or takes an existing CAR
+with its trust.toml beside it), then runs each stage in its own process, so that each
+has its own peak RSS: harvest from the CAR, verify (every §8 check and the recount) and
+the reports (JSON, HTML, PDF). Then, on the same cores, the **cryptographic floor**: a
+tight loop of the libsodium calls the audit cannot avoid, for the same number of
+operations (every signature in the store verified once; per counted vote and voter
+entry a point validation, a variable-base scalar multiplication and an AEAD open), in
+as many processes as the audit used. The ratio end-to-end / floor says how much the
+auditor costs beyond the cryptography. Output: a table on stdout and WORK/bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _peak_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024
+
+
+# ---------------------------------------------------------------------------- stages (child processes)
+
+
+def stage_harvest(work: Path, car: Path, workers: int) -> dict[str, Any]:
+    from auditor.harvest import ArchiveSource, harvest
+
+    store = work / "store"
+    if store.exists():
+        subprocess.run(["rm", "-rf", str(store)], check=True)
+    _, stats = harvest([ArchiveSource(car)], store, workers=workers)
+    return {"records": stats.read, "new": stats.new, "quarantined": stats.quarantined}
+
+
+def stage_verify(work: Path, car: Path, workers: int) -> dict[str, Any]:
+    from auditor.report.body import report_body
+    from auditor.trust import load_trust
+    from auditor.verify.engine import verify_store
+
+    result = verify_store(
+        work / "store", load_trust(car.parent / "trust.toml"), workers=workers, audit_dir=work / "audit"
+    )
+    body = report_body(result, work / "store")
+    (work / "body.json").write_text(json.dumps(body, ensure_ascii=False, sort_keys=True), encoding="utf-8")
+    con_counts = _counts(work / "store")
+    return {
+        "verdict": result.verdict,
+        "stages": {s.name: round(s.seconds, 2) for s in result.stages},
+        "voters": sum(b.get("voters") or 0 for b in result.ballots),
+        **con_counts,
+    }
+
+
+def _counts(store: Path) -> dict[str, int]:
+    from auditor.store.evidence import connect
+
+    con = connect(store)
+    signatures = con.execute("SELECT count(*) FROM signatures").fetchone()
+    ciphertexts = con.execute("SELECT coalesce(sum(len(votes) + len(voters)), 0) FROM vote_block").fetchone()
+    return {
+        "signatures": int(signatures[0]) if signatures else 0,
+        "ciphertexts": int(ciphertexts[0]) if ciphertexts else 0,
+    }
+
+
+def stage_reports(work: Path, car: Path, workers: int) -> dict[str, Any]:
+    from auditor.crypto.ed25519 import SigningKey
+    from auditor.report.body import no_floats
+    from auditor.report.render import html_report, pdf_report
+    from auditor.report.signed import sign_report
+
+    body = no_floats(json.loads((work / "body.json").read_text(encoding="utf-8")))
+    started = time.perf_counter()
+    report = sign_report(body, SigningKey(b"\x01" * 32))
+    html = html_report(report)
+    pdf = pdf_report(report)
+    (work / "report.pdf").write_bytes(pdf)
+    return {"jsonBytes": len(report), "htmlBytes": len(html), "pdfBytes": len(pdf),
+            "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
+
+
+STAGES = {"harvest": stage_harvest, "verify": stage_verify, "reports": stage_reports}
+
+
+def run_stage(name: str, work: Path, car: Path, workers: int) -> dict[str, Any]:
+    """Run one stage in a fresh interpreter; its wall time and peak RSS (workers included)."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--stage",
+            name,
+            "--work",
+            str(work),
+            "--car",
+            str(car),
+            "--workers",
+            str(workers),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["wall"] = round(time.perf_counter() - started, 2)
+    return result
+
+
+# ---------------------------------------------------------------------------- the floor
+
+
+def _floor_part(args: tuple[int, int]) -> float:
+    from nacl.bindings import (
+        crypto_aead_xchacha20poly1305_ietf_decrypt,
+        crypto_core_ed25519_is_valid_point,
+        crypto_scalarmult_ed25519_noclamp,
+        crypto_sign_open,
+        crypto_sign_seed_keypair,
+    )
+
+    from auditor.crypto import ecies
+
+    signatures, ciphertexts = args
+    public, secret = crypto_sign_seed_keypair(b"\x02" * 32)
+    from nacl.bindings import crypto_sign
+
+    signed = crypto_sign(b"votetorrent/1:" + b"\x03" * 32, secret)
+    private = ecies.derive_scalar(b"floor")
+    election_key = ecies.public_of(private)
+    template = "bagaaiera" + "a" * 52
+    entry = json.dumps({"answers": [{"question": "mayor", "values": ["brown"]}], "nonce": "x" * 22}).encode()
+    ciphertext = ecies.encrypt(entry, election_key, template, ecies.derive_scalar(b"r"))
+    r_point, sealed = ciphertext[:32], ciphertext[32:]
+    started = time.perf_counter()
+    for _ in range(signatures):
+        crypto_sign_open(signed, public)
+    import hashlib
+
+    for _ in range(ciphertexts):
+        crypto_core_ed25519_is_valid_point(r_point)
+        shared = crypto_scalarmult_ed25519_noclamp(private, r_point)
+        key = hashlib.sha256(b"votetorrent/1:ecies" + r_point + shared).digest()
+        crypto_aead_xchacha20poly1305_ietf_decrypt(sealed, template.encode(), b"\x00" * 24, key)
+    return time.perf_counter() - started
+
+
+def floor(signatures: int, ciphertexts: int, voters: int, workers: int) -> float:
+    """Seconds of wall time for the unavoidable libsodium work, split over ``workers``
+    processes: every signature in the store, every ciphertext opened, and each voter
+    entry's signature."""
+    total_sigs = signatures + voters
+
+    def share(n: int, i: int) -> int:
+        return n // workers + (i < n % workers)
+
+    parts = [(share(total_sigs, i), share(ciphertexts, i)) for i in range(workers)]
+    started = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        pool.map(_floor_part, parts)
+    return time.perf_counter() - started
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--voters", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--car", type=Path, help="an existing CAR (its trust.toml beside it) instead of simulating"
+    )
+    parser.add_argument("--work", type=Path, help="working folder (default bench/out/run-<voters>)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    work: Path = args.work or ROOT / "bench" / "out" / f"run-{args.voters}-{args.seed}"
+    work.mkdir(parents=True, exist_ok=True)
+    if args.stage:
+        out = STAGES[args.stage](work, args.car, args.workers)
+        out["peakMB"] = round(_peak_mb())
+        print(json.dumps(out))
+        return
+    car = args.car
+    simulated = None
+    if car is None:
+        election = work / "e"
+        car = election / "evidence.car"
+        if not car.exists():
+            from auditor.sim.election import SimConfig, simulate
+
+            started = time.perf_counter()
+            simulate(SimConfig(voters=args.voters, seed=args.seed, formats=("car",), secrets=False), election)
+            simulated = round(time.perf_counter() - started, 1)
+    results: dict[str, Any] = {
+        "car": str(car),
+        "workers": args.workers,
+        "cpus": os.cpu_count(),
+        "simulate": simulated,
+    }
+    for name in ("harvest", "verify", "reports"):
+        results[name] = run_stage(name, work, car.resolve(), args.workers)
+        print(
+            f"{name:<8} {results[name]['wall']:8.1f} s  peak RSS {results[name]['peakMB']:6,} MB", flush=True
+        )
+    verify = results["verify"]
+    results["floor"] = round(
+        floor(verify["signatures"], verify["ciphertexts"], verify["voters"], args.workers), 2
+    )
+    end_to_end = sum(results[n]["wall"] for n in ("harvest", "verify", "reports"))
+    results["endToEnd"] = round(end_to_end, 1)
+    results["ratio"] = round(end_to_end / results["floor"], 2) if results["floor"] else None
+    results["peakMB"] = max(results[n]["peakMB"] for n in ("harvest", "verify", "reports"))
+    print(f"floor    {results['floor']:8.1f} s  ({verify['signatures'] + verify['voters']:,} signatures, "
+          f"{verify['ciphertexts']:,} ciphertexts, {args.workers} processes)")  # fmt: skip
+    print(f"end to end {end_to_end:.1f} s = {results['ratio']}x the floor; verdict {verify['verdict']}; "
+          f"{verify['voters']:,} voters counted; peak RSS {results['peakMB']:,} MB")  # fmt: skip
+    print("verify stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in verify["stages"].items() if v >= 0.5))
+    (work / "bench.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
