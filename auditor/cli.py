@@ -716,6 +716,9 @@ def _register() -> None:
 
     main.add_command(keygen)
     main.add_command(report)
+    from auditor.slice.cli import slice_group
+
+    main.add_command(slice_group)
 
 
 _register()
