@@ -91,12 +91,21 @@ class _Store:
             self.cache[cid] = parse_envelope(bytes(rows[0][0]), cid=cid)
         return self.cache[cid]
 
+    def fetch(self, cids: list[str]) -> None:
+        """Read and parse the records not yet cached, in one query (each query scans)."""
+        missing = sorted({cid for cid in cids if cid not in self.cache})
+        if missing:
+            sql = "SELECT cid, raw FROM envelopes WHERE list_contains(?, cid)"
+            for cid, raw in self.con.execute(sql, [missing]).fetchall():
+                self.cache.setdefault(str(cid), parse_envelope(bytes(raw), cid=str(cid)))
+
     def cids(self, sql: str, params: list[Any]) -> list[str]:
         return [str(row[0]) for row in self.con.execute(sql, params).fetchall()]
 
     def all(self, sql: str, params: list[Any]) -> list[Envelope]:
-        found = [self.get(cid) for cid in self.cids(sql, params)]
-        return [e for e in found if e is not None]
+        cids = self.cids(sql, params)
+        self.fetch(cids)
+        return [self.cache[cid] for cid in cids if cid in self.cache]
 
 
 def _signed_by(record: Envelope, key: str) -> bool:
@@ -116,6 +125,7 @@ class _Ballot:
     tree: Envelope | None
     tally_leaves: list[bytes] = field(default_factory=list)  # in the tally tree's order
     paths: dict[str, list[str]] = field(default_factory=dict)  # block CID -> tally nodes, leaf to root
+    children: dict[str, list[str]] = field(default_factory=dict)  # tally node CID -> its children
     leaves: list[bytes] | None = None  # the leaves that give the tree's signed root, if found
     positions: dict[bytes, int] = field(default_factory=dict)
     note: str = ""
@@ -207,9 +217,8 @@ class Prover:
         ballot = _Ballot(result, tree)
         if tree is not None:
             if result is not None:
-                ballot.tally_leaves, ballot.paths = _walk_tally(
-                    store, election, template, result.body.tallyRoot
-                )
+                walk = _walk_tally(store, election, template, result.body.tallyRoot)
+                ballot.tally_leaves, ballot.paths, ballot.children = walk
             accepted = _receipt_leaves(store, election, template, revision.body.receiptKey)
             root, count = b64u_decode(tree.body.root), tree.body.count
             for candidate in (ballot.tally_leaves, accepted):
@@ -254,6 +263,7 @@ class Prover:
             proof["inclusion"] = {"index": index, "path": [b64u_encode(h) for h in path]}
             if leaves is ballot.tally_leaves and block.cid in ballot.paths:
                 proof["tally"] = ballot.paths[block.cid]
+                store.fetch([c for cid in proof["tally"] for c in (cid, *ballot.children.get(cid, ()))])
                 for cid in proof["tally"]:
                     node = store.get(cid)
                     assert node is not None  # _walk_tally listed it
@@ -382,9 +392,9 @@ def _chain(store: _Store, administration: str) -> list[Envelope]:
 
 def _walk_tally(
     store: _Store, election: str, template: str, root: str
-) -> tuple[list[bytes], dict[str, list[str]]]:
-    """The tally tree under ``root``: its leaves in order, and for each block the node CIDs
-    from the block's leaf up to the root."""
+) -> tuple[list[bytes], dict[str, list[str]], dict[str, list[str]]]:
+    """The tally tree under ``root``: its leaves in order, for each block the node CIDs from
+    the block's leaf up to the root, and each node's children."""
     rows = store.con.execute(
         'SELECT cid, start, "end", children FROM tally_node WHERE election = ? AND template = ?',
         [election, template],
@@ -410,7 +420,7 @@ def _walk_tally(
             paths.setdefault(children[0], [cid, *reversed(above)])
             continue
         stack.extend((child, (*above, cid)) for child in reversed(children))
-    return leaves, paths
+    return leaves, paths, {cid: children for cid, (_, _, children) in nodes.items()}
 
 
 def _receipt_leaves(store: _Store, election: str, template: str, receipt_key: str) -> list[bytes]:
