@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from auditor.errors import CidMismatchError, EncodingError, InputError
-from auditor.model.encoding import MAX_ENVELOPE_BYTES, cid_from_binary, is_cid_text
+from auditor.limits import MAX_ENVELOPE_BYTES, MAX_NDJSON_LINE_BYTES
+from auditor.model.encoding import cid_from_binary, is_cid_text
 from auditor.model.envelope import Envelope, parse_envelope
 from auditor.store.car import CarBlock, CarError, iter_sections, read_header
 
@@ -117,12 +118,12 @@ def _iter_ndjson(path: Path, start: int = 0) -> Iterator[RawRecord]:
         f.seek(start)
         offset = start
         while True:
-            line = f.readline(MAX_ENVELOPE_BYTES + 2)
+            line = f.readline(MAX_NDJSON_LINE_BYTES + 2)  # the envelope, maybe "\r", "\n"
             if not line:
                 return
             where = f"{path.name}@{offset}"
             offset += len(line)
-            if len(line) > MAX_ENVELOPE_BYTES + 1 and not line.endswith(b"\n"):
+            if len(line) > MAX_NDJSON_LINE_BYTES + 1 and not line.endswith(b"\n"):
                 while line and not line.endswith(b"\n"):  # skip the rest of an oversized line
                     line = f.readline(1 << 20)
                     offset += len(line)

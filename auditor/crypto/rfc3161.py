@@ -38,6 +38,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from auditor.errors import TimestampError
+from auditor.limits import MAX_CERT_CHAIN, MAX_DER_DEPTH, MAX_TOKEN_BYTES
 
 __all__ = ["TokenInfo", "TokenVerification", "parse_token", "verify_token"]
 
@@ -92,8 +93,8 @@ _SIGNATURE_ALGORITHMS: dict[str, tuple[str, str | None]] = {
 }
 _EC_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
 _MIN_RSA_BITS = 2048
-_MAX_DEPTH = 48  # ASN.1 nesting; a token nests about 15 deep
-_MAX_CHAIN = 8  # certificates above the TSA certificate
+_MAX_DEPTH = MAX_DER_DEPTH  # ASN.1 nesting; a token nests about 15 deep
+_MAX_CHAIN = MAX_CERT_CHAIN  # certificates above the TSA certificate
 
 # RFC 3161 §2.4.2: "YYYYMMDDhhmmss[.s...]Z", no trailing zeros in the fraction.
 _GEN_TIME = re.compile(rb"(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(?:\.(\d*[1-9]))?Z")
@@ -472,6 +473,8 @@ def _parse(der: bytes) -> _Parsed:
     if not isinstance(der, bytes | bytearray | memoryview):
         raise TimestampError(_problem("token", type(der).__name__, "DER bytes"))
     der = bytes(der)
+    if len(der) > MAX_TOKEN_BYTES:
+        raise TimestampError(_problem("token size", f"{len(der):,} bytes", f"at most {MAX_TOKEN_BYTES:,}"))
     try:
         _der_check(der)
     except _DerError as e:
@@ -596,10 +599,23 @@ def _cert(der: bytes) -> _Cert:
     )
 
 
+# What reading a hostile certificate can raise: cryptography's InvalidVersion (a version
+# field other than v1-v3) is not a ValueError (found by bench/fuzz.py).
+_CERT_ERRORS = (
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    OverflowError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+)
+
+
 def _try_cert(der: bytes) -> _Cert | None:
     try:
         return _cert(bytes(der))
-    except (ValueError, TypeError, IndexError, KeyError, OverflowError, UnsupportedAlgorithm):
+    except _CERT_ERRORS:
         return None
 
 
@@ -646,7 +662,7 @@ def _issued_by(child_der: bytes, parent_der: bytes) -> bool:
     """Whether ``parent`` signed ``child`` (names and signature; time-independent)."""
     try:
         _cert(child_der).cert.verify_directly_issued_by(_cert(parent_der).cert)
-    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+    except (*_CERT_ERRORS, InvalidSignature):
         return False
     return True
 

@@ -6,8 +6,22 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from auditor.errors import SchemaError
+from auditor.limits import MAX_OPTIONS, MAX_QUESTIONS
 from auditor.model.encoding import jcs, sha256
-from auditor.model.schema import Cid, Code, Key, Signature64, Struct, b64u, code, describe, integer, text
+from auditor.model.schema import (
+    Cid,
+    Code,
+    Key,
+    Signature64,
+    Struct,
+    array_of,
+    b64u,
+    code,
+    describe,
+    integer,
+    over_limit,
+    text,
+)
 
 __all__ = ["Answer", "VoteEntry", "VoterEntry", "voter_entry_digest"]
 
@@ -18,6 +32,8 @@ def answer_values(value: Any, path: str) -> AnswerValue:
     """select/rank: [code]; score: {code: int}; text: str (spec §6). Fit is checked by BAL-VALID."""
     if isinstance(value, str):
         return text(value, path)
+    if isinstance(value, list | dict) and len(value) > MAX_OPTIONS:
+        raise over_limit(path, len(value), "options", MAX_OPTIONS)
     if isinstance(value, list):
         return tuple(code(v, f"{path}[{i}]") for i, v in enumerate(value))
     if isinstance(value, dict):
@@ -35,7 +51,7 @@ class Answer(Struct):
 class VoteEntry(Struct):
     template: Cid
     nonce: Annotated[str, b64u(16)]
-    answers: tuple[Answer, ...]
+    answers: Annotated[tuple[Answer, ...], array_of(Answer.parse, max_items=MAX_QUESTIONS, noun="answers")]
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,12 +3,14 @@
 ``parse_envelope`` is the one door through which published bytes become a record. It
 checks, in order:
 
-1. size ≤ 8 MiB, before anything is parsed;
+1. size ≤ 8 MiB, before anything is parsed (and the JSON's nesting, before it recurses:
+   ``parse_json`` and docs/limits.md);
 2. with ``cid``: the bytes hash to it (REC-CID), and they are the canonical JCS bytes;
 3. strict JSON (spec §2: no floats, no duplicate names, safe integers, UTF-8);
 4. exactly the members v, type, body, signatures, timestamps; v = 1; a known type;
 5. the body against its type (spec §4), the signatures' keys and lengths, the
-   timestamps' b64u.
+   timestamps' b64u; the numbers of signatures and timestamps and each token's size
+   within the limits of auditor.limits.
 
 Every failure raises an :class:`~auditor.errors.EncodingError` (a ``SchemaError`` or a
 ``CidMismatchError``) naming the record, the member, what was found and what was expected.
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from auditor.errors import CidMismatchError, EncodingError, SchemaError
+from auditor.limits import MAX_SIGNATURES, MAX_TIMESTAMPS, MAX_TOKEN_BYTES
 from auditor.model.encoding import (
     MAX_ENVELOPE_BYTES,
     b64u_decode,
@@ -31,7 +34,7 @@ from auditor.model.encoding import (
     sha256,
 )
 from auditor.model.records import BODY_TYPES
-from auditor.model.schema import Key, Signature64, Struct, describe
+from auditor.model.schema import Key, Signature64, Struct, describe, over_limit
 
 __all__ = [
     "ENVELOPE_MEMBERS",
@@ -153,14 +156,20 @@ def _binary_or_none(cid: str) -> bytes | None:
 def _signatures(value: Any) -> tuple[Signature, ...]:
     if not isinstance(value, list):
         raise SchemaError("signatures", describe(value), "an array")
+    if len(value) > MAX_SIGNATURES:
+        raise over_limit("signatures", len(value), "signatures", MAX_SIGNATURES)
     return tuple(Signature.parse(v, f"signatures[{i}]") for i, v in enumerate(value))
 
 
 def _timestamps(value: Any) -> tuple[bytes, ...]:
     if not isinstance(value, list):
         raise SchemaError("timestamps", describe(value), "an array")
+    if len(value) > MAX_TIMESTAMPS:
+        raise over_limit("timestamps", len(value), "timestamps", MAX_TIMESTAMPS)
     tokens = []
     for i, token in enumerate(value):
+        if isinstance(token, str) and len(token) * 3 // 4 > MAX_TOKEN_BYTES:
+            raise over_limit(f"timestamps[{i}]", len(token) * 3 // 4, "bytes", MAX_TOKEN_BYTES)
         try:
             der = b64u_decode(token)
         except EncodingError as e:

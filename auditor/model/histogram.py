@@ -18,7 +18,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from auditor.errors import SchemaError
-from auditor.model.schema import code, describe, integer, text
+from auditor.limits import MAX_OPTIONS, MAX_QUESTIONS
+from auditor.model.schema import code, describe, integer, over_limit, text
 
 if TYPE_CHECKING:  # pragma: no cover
     from auditor.model.records import BallotTemplate
@@ -46,12 +47,16 @@ def _exact(value: Any, path: str, names: tuple[str, ...]) -> dict[str, Any]:
 def _options(value: Any, path: str, item: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise SchemaError(path, describe(value), "an object of option codes")
+    if len(value) > MAX_OPTIONS:
+        raise over_limit(path, len(value), "options", MAX_OPTIONS)
     return {code(k, f"{path} member name"): item(v, f"{path}.{k}") for k, v in value.items()}
 
 
 def _rank_counts(value: Any, path: str) -> list[int]:
     if not isinstance(value, list):
         raise SchemaError(path, describe(value), "an array of counts by rank")
+    if len(value) > MAX_OPTIONS:
+        raise over_limit(path, len(value), "ranks", MAX_OPTIONS)
     return [_count(v, f"{path}[{i}]") for i, v in enumerate(value)]
 
 
@@ -82,6 +87,8 @@ def histogram(value: Any, path: str) -> Histogram:
     """Validate the JSON shape of a Histogram (spec §6)."""
     if not isinstance(value, dict):
         raise SchemaError(path, describe(value), "a histogram object")
+    if len(value) > MAX_QUESTIONS:
+        raise over_limit(path, len(value), "questions", MAX_QUESTIONS)
     result: Histogram = {}
     for question, entry in value.items():
         where = f"{path}.{question}"
@@ -116,10 +123,13 @@ def zero(template: BallotTemplate) -> Histogram:
         elif q.type == "select":
             result[q.code] = {"type": "select", "ballots": 0, "options": {o.code: 0 for o in q.options}}
         elif q.type == "rank":
+            # q.max counters (D8); a template in use has max ≤ its options (TPL-VALID), and
+            # the bound keeps a malformed one (max 2^53 - 1) from taking all memory.
+            ranks = min(q.max, len(q.options))
             result[q.code] = {
                 "type": "rank",
                 "ballots": 0,
-                "options": {o.code: [0] * q.max for o in q.options},
+                "options": {o.code: [0] * ranks for o in q.options},
             }
         else:
             result[q.code] = {

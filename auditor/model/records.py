@@ -13,10 +13,16 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from auditor.errors import SchemaError
+from auditor.limits import (
+    MAX_BLOCK_MEMBERS,
+    MAX_CERTIFICATE_BYTES,
+    MAX_OPTIONS,
+    MAX_QUESTIONS,
+    MAX_TIMESTAMP_AUTHORITIES,
+)
 from auditor.model.histogram import Histogram, histogram
 from auditor.model.schema import (
     Cid,
-    Ciphertext,
     Code,
     Digest32,
     Key,
@@ -31,8 +37,10 @@ from auditor.model.schema import (
     at_least,
     b64u,
     cid,
+    ciphertext,
     code,
     integer,
+    key,
     object_of,
     text,
 )
@@ -118,7 +126,8 @@ class Administration(Struct):
 @dataclass(frozen=True, slots=True)
 class TimestampAuthority(Struct):
     name: Text
-    certificate: Annotated[str, b64u(min_length=1)]  # DER X.509, parsed by TSA-TOKEN
+    # DER X.509, parsed by TSA-TOKEN
+    certificate: Annotated[str, b64u(min_length=1, max_length=MAX_CERTIFICATE_BYTES)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +139,10 @@ class Election(Struct):
     revisionDeadline: Time
     registrationAuthority: Cid
     certificationAuthority: Cid
-    timestampAuthorities: tuple[TimestampAuthority, ...]
+    timestampAuthorities: Annotated[
+        tuple[TimestampAuthority, ...],
+        array_of(TimestampAuthority.parse, max_items=MAX_TIMESTAMP_AUTHORITIES, noun="timestamp authorities"),
+    ]
 
 
 # ---------------------------------------------------------------------------- §4.3
@@ -221,7 +233,7 @@ class ScoreRange(Struct):
 @dataclass(frozen=True, slots=True)
 class DependsOn(Struct):
     question: Code
-    values: Annotated[tuple[str, ...], array_of(code)]
+    values: Annotated[tuple[str, ...], array_of(code, max_items=MAX_OPTIONS, noun="option codes")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +241,7 @@ class Question(Struct):
     code: Code
     title: Text
     type: Literal["select", "rank", "score", "text"]
-    options: tuple[Option, ...]
+    options: Annotated[tuple[Option, ...], array_of(Option.parse, max_items=MAX_OPTIONS, noun="options")]
     min: NonNegative
     max: NonNegative
     score: ScoreRange | None
@@ -273,7 +285,10 @@ class BallotTemplate(Struct):
     administration: Cid
     district: Text
     revision: Positive
-    questions: Annotated[tuple[Question, ...], array_of(Question.parse, min_items=1)]
+    questions: Annotated[
+        tuple[Question, ...],
+        array_of(Question.parse, min_items=1, max_items=MAX_QUESTIONS, noun="questions"),
+    ]
 
     def problems(self) -> list[str]:
         """Well-formedness of the whole template (TPL-VALID, spec §4.5)."""
@@ -336,9 +351,9 @@ class VoteBlock(Struct):
     # Order and distinctness of these lists are checked by BLK-SHAPE (spec §8), not here.
     election: Cid
     template: Cid
-    members: tuple[Key, ...]
-    votes: tuple[Ciphertext, ...]
-    voters: tuple[Ciphertext, ...]
+    members: Annotated[tuple[str, ...], array_of(key, max_items=MAX_BLOCK_MEMBERS, noun="members")]
+    votes: Annotated[tuple[str, ...], array_of(ciphertext, max_items=MAX_BLOCK_MEMBERS, noun="votes")]
+    voters: Annotated[tuple[str, ...], array_of(ciphertext, max_items=MAX_BLOCK_MEMBERS, noun="voters")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +361,7 @@ class Receipt(Struct):
     election: Cid
     block: Cid
     result: Literal["accepted", "duplicate", "invalid", "inopportune", "error"]
-    registrants: tuple[Key, ...]
+    registrants: Annotated[tuple[str, ...], array_of(key, max_items=MAX_BLOCK_MEMBERS, noun="registrants")]
     received: Time
 
 

@@ -31,6 +31,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, 
 from nacl.bindings import crypto_core_ed25519_is_valid_point
 
 from auditor.errors import EncodingError, SchemaError
+from auditor.limits import MAX_TEXT_CHARS, WHERE
 from auditor.model.encoding import MAX_SAFE_INT, b64u_decode, cid_to_binary, is_cid_text
 
 __all__ = [
@@ -52,12 +53,15 @@ __all__ = [
     "Validator",
     "array_of",
     "at_least",
+    "ciphertext",
     "code",
     "describe",
     "integer",
+    "key",
     "nullable",
     "object_of",
     "one_of",
+    "over_limit",
     "text",
 ]
 
@@ -65,7 +69,7 @@ Validator = Callable[[Any, str], Any]
 
 # ℓ, the order of the Edwards25519 prime-order subgroup (spec §5.1).
 ELL = 2**252 + 27742317777372353535851937790883648493
-MAX_TEXT = 1 << 20  # longest string member accepted; envelopes are ≤ 8 MiB anyway
+MAX_TEXT = MAX_TEXT_CHARS  # longest string member accepted (auditor.limits)
 _CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # used with fullmatch: "$" would accept a trailing newline
 
 
@@ -87,6 +91,11 @@ def describe(value: object) -> str:
     return type(value).__name__
 
 
+def over_limit(path: str, count: int, noun: str, limit: int) -> SchemaError:
+    """The error for a list, object or string over one of vtaudit's limits (auditor.limits)."""
+    return SchemaError(path, f"{count:,} {noun}", f"at most {limit:,} ({WHERE})")
+
+
 # ---------------------------------------------------------------------------- atoms
 
 
@@ -94,7 +103,7 @@ def text(value: Any, path: str) -> str:
     if not isinstance(value, str):
         raise SchemaError(path, describe(value), "a string")
     if len(value) > MAX_TEXT:
-        raise SchemaError(path, f"a string of {len(value)} characters", f"at most {MAX_TEXT}")
+        raise over_limit(path, len(value), "characters", MAX_TEXT)
     return value
 
 
@@ -138,11 +147,18 @@ def cid(value: Any, path: str) -> str:
     return typing.cast(str, value)
 
 
-def b64u(length: int | None = None, *, min_length: int = 0) -> Validator:
-    """A b64u string; the decoded bytes are checked, the text is kept."""
+def b64u(length: int | None = None, *, min_length: int = 0, max_length: int | None = None) -> Validator:
+    """A b64u string; the decoded bytes are checked, the text is kept.
+
+    ``max_length`` (bytes) is checked on the text's length, before it is decoded.
+    """
     expected = f"b64u of {length} bytes" if length is not None else "b64u"
+    max_chars = None if max_length is None else (max_length * 4 + 2) // 3
 
     def check(value: Any, path: str) -> str:
+        if max_chars is not None and isinstance(value, str) and len(value) > max_chars:
+            assert max_length is not None
+            raise over_limit(path, len(value) * 3 // 4, "bytes", max_length)
         try:
             raw = b64u_decode(value, length=length)
         except EncodingError as e:
@@ -171,31 +187,41 @@ def scalar(value: Any, path: str) -> str:
     return raw
 
 
+key = b64u(32)
+
 Text = Annotated[str, text]
 Code = Annotated[str, code]
 Cid = Annotated[str, cid]
 Time = Annotated[int, at_least(0)]
 NonNegative = Annotated[int, at_least(0)]
 Positive = Annotated[int, at_least(1)]
-Key = Annotated[str, b64u(32)]
+Key = Annotated[str, key]
 Point = Annotated[str, point]
 Scalar = Annotated[str, scalar]
 Digest32 = Annotated[str, b64u(32)]
 Signature64 = Annotated[str, b64u(64)]
 B64u = Annotated[str, b64u()]
 # R (32 bytes) ‖ AEAD: at least the 16-byte Poly1305 tag (spec §5.2).
-Ciphertext = Annotated[str, b64u(min_length=48)]
+ciphertext = b64u(min_length=48)
+Ciphertext = Annotated[str, ciphertext]
 
 
 # ---------------------------------------------------------------------------- compounds
 
 
-def array_of(item: Validator, *, min_items: int = 0) -> Validator:
+def array_of(
+    item: Validator, *, min_items: int = 0, max_items: int | None = None, noun: str = "items"
+) -> Validator:
+    """An array of ``item``s; ``max_items`` (a limit of auditor.limits) is checked before
+    any item is."""
+
     def check(value: Any, path: str) -> tuple[Any, ...]:
         if not isinstance(value, list):
             raise SchemaError(path, describe(value), "an array")
         if len(value) < min_items:
             raise SchemaError(path, f"{len(value)} items", f"at least {min_items}")
+        if max_items is not None and len(value) > max_items:
+            raise over_limit(path, len(value), noun, max_items)
         return tuple(item(v, f"{path}[{i}]") for i, v in enumerate(value))
 
     return check

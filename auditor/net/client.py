@@ -45,22 +45,31 @@ import httpx
 
 from auditor import __version__
 from auditor.errors import EncodingError, InputError
-from auditor.model.encoding import MAX_ENVELOPE_BYTES, cid_from_binary, cid_of, is_cid_text
+from auditor.limits import (
+    HTTP_CONNECT_TIMEOUT,
+    HTTP_DEADLINE,
+    HTTP_READ_TIMEOUT,
+    MAX_CAR_ANSWER_BYTES,
+    MAX_ENVELOPE_BYTES,
+    MAX_LOG_LINE_BYTES,
+    MAX_LOG_PAGES,
+)
+from auditor.model.encoding import cid_from_binary, cid_of, is_cid_text, parse_json
 from auditor.sources import RawRecord
 from auditor.store.car import CarBlock, CarError, iter_sections, read_header
 
-__all__ = ["HttpNodesSource", "NetOptions", "NetReport", "NodeReport", "normalize_url"]
+__all__ = ["HttpNodesSource", "NetOptions", "NetReport", "NodeReport", "normalize_url", "parse_log_page"]
 
-_MAX_LOG_LINE = 2048  # bytes one log line may take (a CID and a type are ~100)
+_MAX_LOG_LINE = MAX_LOG_LINE_BYTES  # bytes one log line may take (a CID and a type are ~100)
 
 
 @dataclass(frozen=True)
 class NetOptions:
     """How hard to try. Times in seconds. The defaults suit a real network."""
 
-    connect_timeout: float = 5.0
-    read_timeout: float = 30.0  # between two reads of one answer (a stalled node)
-    deadline: float = 300.0  # for one whole answer, body included (a slow-dripping node)
+    connect_timeout: float = HTTP_CONNECT_TIMEOUT
+    read_timeout: float = HTTP_READ_TIMEOUT  # between two reads of one answer (a stalled node)
+    deadline: float = HTTP_DEADLINE  # for one whole answer, body included (a slow-dripping node)
     attempts: int = 4  # per request, the first included
     backoff: float = 0.25  # before the first retry; doubled each retry, with jitter
     backoff_max: float = 4.0
@@ -68,8 +77,8 @@ class NetOptions:
     max_consecutive_failures: int = 6  # then the node is skipped for the rest of the run
     page: int = 2000  # log entries per page (a node caps it, spec §7.1 leaves it open)
     bulk: bool = True  # fetch a page's records as one /v1/car when the node has most of them
-    max_rounds: int = 100_000  # log pages per node per run
-    max_car_bytes: int = 1 << 30
+    max_rounds: int = MAX_LOG_PAGES  # log pages per node per run
+    max_car_bytes: int = MAX_CAR_ANSWER_BYTES
     trust_env: bool = False  # use HTTP(S)_PROXY etc. from the environment
     seed: int | None = None  # for the jitter; None: unpredictable
 
@@ -170,6 +179,40 @@ def normalize_url(url: str) -> str:
 class _Entry(NamedTuple):
     seq: int
     cid: str
+
+
+def parse_log_page(body: bytes, after: int) -> tuple[list[_Entry], str | None]:
+    """The entries of a ``/v1/log`` answer (spec §7.1), and what was wrong with it, if anything.
+
+    Each non-empty line must be a JSON object (at most MAX_LOG_LINE_BYTES, strict JSON as
+    spec §2) with an integer ``seq`` above the previous one (the first above ``after``)
+    and a ``cid``. The entries before the first bad line are returned with the problem.
+    Pure: never raises for what a node sends.
+    """
+    entries: list[_Entry] = []
+    last = after
+    for number, line in enumerate(body.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        if len(line) > _MAX_LOG_LINE:
+            return entries, f"line {number}: {len(line):,} bytes, at most {_MAX_LOG_LINE:,}"
+        try:
+            item = parse_json(line, what="log line")
+        except EncodingError:
+            item = None
+        problem = None
+        if not isinstance(item, dict):
+            problem = "not a JSON object"
+        elif type(item.get("seq")) is not int or item["seq"] <= last:
+            problem = f"seq {str(item.get('seq'))[:40]!r}, expected an integer above {last}"
+        elif not is_cid_text(item.get("cid")):
+            problem = f"cid {str(item.get('cid'))[:80]!r}, expected a CID (bagaaiera…)"
+        if problem is not None:
+            return entries, f"line {number}: {problem}"
+        assert isinstance(item, dict)
+        last = item["seq"]
+        entries.append(_Entry(last, item["cid"]))
+    return entries, None
 
 
 class _Reply(NamedTuple):
@@ -443,33 +486,14 @@ class HttpNodesSource:
         if reply.status == 404:
             node.report.log_error = "GET /v1/log: 404: not a spec §7.1 node?"
             return [], False
-        entries: list[_Entry] = []
-        last = after
-        for number, line in enumerate(reply.body.split(b"\n"), 1):
-            if not line.strip():
-                continue
-            problem = None
-            try:
-                item = json.loads(line)
-            except ValueError:
-                item = None
-            if not isinstance(item, dict):
-                problem = "not a JSON object"
-            elif type(item.get("seq")) is not int or item["seq"] <= last:
-                problem = f"seq {item.get('seq')!r}, expected an integer above {last}"
-            elif not is_cid_text(item.get("cid")):
-                problem = f"cid {str(item.get('cid'))[:80]!r}, expected a CID (bagaaiera…)"
-            if problem is not None:
-                node.report.log_error = (
-                    f"GET /v1/log?after={after}: line {number}: {problem}; "
-                    "the rest of this node's log is ignored"
-                )
-                node.failed(node.report.log_error)
-                node.report.log_entries += len(entries)
-                return entries, False
-            last = item["seq"]
-            entries.append(_Entry(last, item["cid"]))
+        entries, problem = parse_log_page(reply.body, after)
         node.report.log_entries += len(entries)
+        if problem is not None:
+            node.report.log_error = (
+                f"GET /v1/log?after={after}: {problem}; the rest of this node's log is ignored"
+            )
+            node.failed(node.report.log_error)
+            return entries, False
         return entries, True
 
     # ------------------------------------------------------------------ the records

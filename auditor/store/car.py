@@ -36,7 +36,8 @@ from typing import NamedTuple, Protocol
 import cbor2
 
 from auditor.errors import EncodingError
-from auditor.model.encoding import CID_BINARY_LEN, CID_PREFIX, MAX_ENVELOPE_BYTES
+from auditor.limits import MAX_CAR_HEADER_BYTES, MAX_CAR_SECTION_BYTES, MAX_VARINT_BYTES
+from auditor.model.encoding import CID_BINARY_LEN, CID_PREFIX
 
 __all__ = [
     "DEFAULT_MAX_HEADER_BYTES",
@@ -56,17 +57,18 @@ __all__ = [
     "write_car",
 ]
 
-DEFAULT_MAX_SECTION_BYTES = MAX_ENVELOPE_BYTES + 1024
-"""Longest section read by default: an 8 MiB envelope (spec §3) plus room for its CID."""
+DEFAULT_MAX_SECTION_BYTES = MAX_CAR_SECTION_BYTES
+"""Longest section read by default: an 8 MiB envelope (spec §3) plus room for its CID
+(auditor.limits). A longer length is refused before anything of the section is read."""
 
-DEFAULT_MAX_HEADER_BYTES = 1 << 20
-"""Longest header read by default (about 25,000 roots)."""
+DEFAULT_MAX_HEADER_BYTES = MAX_CAR_HEADER_BYTES
+"""Longest header read by default (about 25,000 roots; auditor.limits)."""
 
 DEFECT_RAW_LIMIT = 256
 """At most this many bytes of a defect's section are kept in :attr:`CarDefect.raw`."""
 
 _CHUNK = 1 << 20  # bytes per read of the underlying stream
-_MAX_VARINT = 9  # multiformats unsigned-varint: at most 9 bytes (63 bits)
+_MAX_VARINT = MAX_VARINT_BYTES  # multiformats unsigned-varint: at most 9 bytes (63 bits)
 _NONZERO = re.compile(b"[^\x00]")
 _TAG_CID = 42  # DAG-CBOR: a CID is tag 42 over 0x00 ‖ binary CID
 
