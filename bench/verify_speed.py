@@ -3,8 +3,9 @@
     .venv/bin/python bench/verify_speed.py --voters 100000 --work /tmp/b100
 
 Simulates the election (unless WORK already holds it), harvests it into WORK/store
-(unless already there), then verifies it and prints every stage's wall time, the CPU
-share of the whole run and the peak RSS. Figures go into docs/performance.md.
+(unless already there), then verifies it (the recount's answers.parquet goes to
+WORK/audit) and prints every stage's wall time, the CPU share of the whole run, the
+peak RSS and the size of answers.parquet. Figures go into docs/performance.md.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def main() -> None:
         print(f"harvest: {time.perf_counter() - started:.1f} s")
     cpu0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    result = verify_store(store, load_trust(election / "trust.toml"), workers=args.workers)
+    audit = args.work / "audit"
+    result = verify_store(store, load_trust(election / "trust.toml"), workers=args.workers, audit_dir=audit)
     wall = time.perf_counter() - started
     cpu1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = sum(b.ru_utime + b.ru_stime - a.ru_utime - a.ru_stime for a, b in zip(cpu0, cpu1, strict=True))
@@ -48,7 +50,11 @@ def main() -> None:
         if stage.seconds >= 0.05:
             print(f"  {stage.name:<16}{stage.seconds:8.2f} s  {stage.detail}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS (main process): {peak:.0f} MB")
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"peak RSS: main process {peak:.0f} MB, largest worker {workers:.0f} MB")
+    answers = audit / "answers.parquet"
+    if answers.exists():
+        print(f"answers.parquet: {answers.stat().st_size / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":

@@ -9,12 +9,12 @@ and blocks whose votes are statistically unlike the rest of their district.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from auditor.verify.answers import question_counts, rankings
 from auditor.verify.context import Audit
 
 __all__ = ["OUTLIER_Z", "SMALL_BLOCK", "advise", "instant_runoff"]
@@ -77,16 +77,12 @@ def _weakness(code: str, history: list[Counter[str]]) -> tuple[Any, ...]:
 
 def advise(audit: Audit) -> None:
     """Fill ``audit.advisory`` and each ballot's instant-runoff rounds."""
-    counts = audit.block_counts
     eligible = dict(audit.rows("SELECT district, count(*) FROM eligible GROUP BY district"))
-    by_template: dict[str, list[Any]] = {}
-    for block in counts.values():
-        by_template.setdefault(block.template, []).append(block)
-    sizes = Counter(b.members for b in counts.values())
+    sizes = dict(audit.rows("SELECT members, count(*) FROM recount_block GROUP BY members ORDER BY members"))
     small = sum(size * n for size, n in sizes.items() if size < SMALL_BLOCK)
     advisory: dict[str, Any] = {
         "turnout": [],
-        "blockSizes": {str(size): n for size, n in sorted(sizes.items())},
+        "blockSizes": {str(size): n for size, n in sizes.items()},
         "votersInSmallBlocks": small,
         "smallBlockSize": SMALL_BLOCK,
         "receiptTiming": _receipt_timing(audit),
@@ -104,15 +100,17 @@ def advise(audit: Audit) -> None:
                 "turnoutPpm": ballot["voters"] * 1_000_000 // roll if roll else None,
             }
         )
-        blocks = by_template.get(ballot["template"], [])
         irv = []
         for q in template.questions:
             if q.type != "rank":
                 continue
-            rankings = [r for b in blocks for question, r in b.ranked if question == q.code]
-            irv.append({"question": q.code, "rounds": instant_runoff([o.code for o in q.options], rankings)})
+            ballots = rankings(audit.con, ballot["template"], q.code)
+            irv.append({"question": q.code, "rounds": instant_runoff([o.code for o in q.options], ballots)})
         ballot["instantRunoff"] = irv
-        advisory["outliers"].extend(_outliers(ballot, blocks))
+        if ballot["questions"]:
+            question = ballot["questions"][0]["question"]
+            blocks = question_counts(audit.con, ballot["template"], question)
+            advisory["outliers"].extend(_outliers(ballot, blocks))
     audit.advisory = advisory
 
 
@@ -132,9 +130,12 @@ def _receipt_timing(audit: Audit) -> dict[str, Any]:
     return {"byTenthOfVotingWindow": [int(found.get(i, 0)) for i in range(10)]}
 
 
-def _outliers(ballot: dict[str, Any], blocks: Sequence[Any]) -> list[dict[str, Any]]:
+def _outliers(
+    ballot: dict[str, Any], blocks: Sequence[tuple[str, int, dict[str, int]]]
+) -> list[dict[str, Any]]:
     """Blocks whose share for the district's leading candidate is more than OUTLIER_Z
-    binomial standard deviations from the district's share (first single-winner question)."""
+    binomial standard deviations from the district's share (first single-winner question).
+    ``blocks``: (block CID, ballots, counts by option) for that question, per block."""
     if not ballot["questions"]:
         return []
     question = ballot["questions"][0]["question"]
@@ -145,17 +146,15 @@ def _outliers(ballot: dict[str, Any], blocks: Sequence[Any]) -> list[dict[str, A
     leader = max(options.items(), key=lambda kv: (kv[1], kv[0]))[0]
     p = options[leader] / total
     found = []
-    for block in blocks:
-        entry = json.loads(block.histogram).get(question)
-        if not entry or not entry["ballots"] or p in (0.0, 1.0):
+    for block, n, counts in blocks:
+        if not n or p in (0.0, 1.0):
             continue
-        n = entry["ballots"]
-        share = entry["options"][leader] / n
+        share = counts.get(leader, 0) / n
         z = (share - p) / math.sqrt(p * (1 - p) / n)
         if abs(z) > OUTLIER_Z:
             found.append(
                 {
-                    "block": block.cid,
+                    "block": block,
                     "district": ballot["district"],
                     "question": question,
                     "candidate": leader,

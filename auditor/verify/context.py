@@ -17,6 +17,7 @@ Opening an audit does the work that every later check relies on, once:
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -112,8 +113,14 @@ class Audit:
         *,
         workers: int = 2,
         election: str | None = None,
+        out: Path | None = None,
     ) -> None:
         self.root = root
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        if out is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="vtaudit-audit-")
+            out = Path(self._scratch.name)
+        self.out = out  # the audit folder: the recount writes answers.parquet there
         self.trust = trust
         self.workers = max(1, workers)
         self.con = connect(root)
@@ -137,7 +144,7 @@ class Audit:
         self.trees: dict[str, Envelope] = {}  # the valid block tree per template CID
         self.results: dict[str, Envelope] = {}  # the verified result per template CID
         self.released: dict[str, bytes] = {}  # keyholder CID -> its valid released private key
-        self.block_counts: dict[str, Any] = {}  # counted block CID -> recount.BlockCount
+        self.recounted = 0  # blocks decrypted by the recount (tables answers, recount_block)
         self.recounts: dict[str, tuple[int, Any]] = {}  # template CID -> (voters, histogram)
         self.results_recounted = False
         self.advisory: dict[str, Any] = {}  # advisory.advise: turnout, block sizes, outliers
@@ -157,6 +164,12 @@ class Audit:
         finally:
             entry.seconds = time.perf_counter() - started
             self.stages.append(entry)
+
+    def close(self) -> None:
+        """Close the DuckDB connection and remove the temporary audit folder, if any."""
+        self.con.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
 
     def rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         return self.con.execute(sql, params).fetchall()

@@ -19,6 +19,7 @@ from typing import Any
 from auditor.checkids import CHECK_IDS
 from auditor.trust import Trust
 from auditor.verify import advisory, authority, blocks, election, keys, outcome, records, recount, results
+from auditor.verify.answers import ANSWERS
 from auditor.verify.context import Audit, Stage
 from auditor.verify.findings import CheckOutcome, Finding
 
@@ -123,11 +124,29 @@ def verify_store(
     election: str | None = None,
     progress: Callable[[str], None] | None = None,
     recount: bool = True,
+    audit_dir: Path | None = None,
 ) -> Verification:
     """Run every check of spec §8 over the evidence store at ``root``; ``recount=False``
-    skips decryption and everything that needs it (the verdict cannot then be verified)."""
+    skips decryption and everything that needs it (the verdict cannot then be verified).
+    The recount writes ``answers.parquet`` into ``audit_dir`` (a temporary folder when
+    None); an earlier run's file there is removed first."""
     started = time.perf_counter()
-    audit = Audit(root, trust, workers=workers, election=election)
+    if audit_dir is not None:
+        (audit_dir / ANSWERS).unlink(missing_ok=True)
+    audit = Audit(root, trust, workers=workers, election=election, out=audit_dir)
+    try:
+        return _run(audit, trust, recount, progress, started)
+    finally:
+        audit.close()
+
+
+def _run(
+    audit: Audit,
+    trust: Trust | None,
+    recount: bool,
+    progress: Callable[[str], None] | None,
+    started: float,
+) -> Verification:
     say = progress or (lambda _: None)
     say("loading records, verifying signatures and timestamps")
     audit.open()
@@ -180,6 +199,6 @@ def _missing(audit: Audit, needs: str) -> str:
         return audit.election_note or "no election record"
     if needs in ("revision", "recount") and audit.revision is None:
         return "no valid election revision (see ELE-REVISION)"
-    if needs == "recount" and not audit.block_counts:
+    if needs == "recount" and not audit.recounted:
         return "nothing was recounted"
     return ""

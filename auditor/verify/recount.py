@@ -1,15 +1,15 @@
-"""The recount: DEC-ENTRIES, DEC-VOTER, DEC-NONCE, BAL-VALID, TALLY-TREE and RES-MATCH's counts.
+"""The recount: DEC-ENTRIES, DEC-VOTER, DEC-NONCE and BAL-VALID; then the tally (tally.py).
 
 With every keyholder's released key, the combined private key opens every vote and
 voter ciphertext of every counted block. Blocks are decrypted in worker processes (the
-AEAD and scalar multiplication are in libsodium, the JSON and ballot rules in Python),
-each returning its block's histogram of valid votes and what was wrong. The tally tree
-is then checked node by node against the recount, and each result against its root.
+AEAD and scalar multiplication are in libsodium, the JSON and ballot rules in Python).
+A worker returns what was wrong with each block and the rows of its valid votes (the
+answers table, answers.py), which stream into ``answers.parquet`` in the audit folder;
+the histograms, the tally tree and the results are then checked from that table.
 """
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -18,39 +18,77 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from auditor.crypto import merkle
 from auditor.crypto.ecies import combine_private, decrypt
 from auditor.crypto.ed25519 import verify_digest
 from auditor.errors import AuditError
-from auditor.model.ballot import count_vote, vote_problems
+from auditor.model.ballot import vote_problems
 from auditor.model.encoding import b64u_decode, b64u_encode, cid_to_binary, jcs, parse_json
 from auditor.model.entries import VoteEntry, VoterEntry
-from auditor.model.histogram import Histogram, add_into, zero
 from auditor.model.records import BallotTemplate
 from auditor.parallel import bounded_map
+from auditor.verify.answers import AnswerRows, AnswersWriter, Row, record_batch
 from auditor.verify.context import Audit
+from auditor.verify.tally import check_tally
 
-__all__ = ["RECOUNT_CHECKS", "BlockCount", "recount"]
+__all__ = ["RECOUNT_CHECKS", "recount"]
 
 RECOUNT_CHECKS = ("DEC-ENTRIES", "DEC-VOTER", "DEC-NONCE", "BAL-VALID", "TALLY-TREE")
 BATCH = 64
+VOTER_SCHEMA = pa.schema([("block", pa.string()), ("key", pa.binary()), ("registrant", pa.string())])
+NONCE_SCHEMA = pa.schema(
+    [("template", pa.string()), ("block", pa.string()), ("vote", pa.int32()), ("nonce", pa.string())]
+)
+BLOCK_SCHEMA = pa.schema(
+    [
+        ("block", pa.string()),
+        ("template", pa.string()),
+        ("leaf", pa.int32()),
+        ("members", pa.int32()),
+        ("counted", pa.bool_()),
+    ]
+)
+
+# a block to read: CID, template, leaf, members, votes, voters
+Item = tuple[str, str, int, list[bytes], list[bytes], list[bytes]]
 
 
 @dataclass
-class BlockCount:
-    """What one counted block holds once decrypted (returned by a worker)."""
+class BlockResult:
+    """What one counted block held once decrypted (returned by a worker)."""
 
     cid: str
     template: str
+    leaf: int
     members: int
-    histogram: bytes  # JCS of the histogram of the block's valid votes
+    counted: bool = False  # read against an effective template: its valid votes are in the answers
     problems: list[tuple[str, str]] = field(default_factory=list)  # (check id, message)
-    nonces: list[str] = field(default_factory=list)
-    voters: list[tuple[str, str]] = field(default_factory=list)  # (key, registrant) of signed voter entries
-    # (question, ranking) of each valid vote's rank answers, for instant-runoff rounds
-    ranked: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     # internal errors (bugs in vtaudit), never the evidence's fault
     errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Batch:
+    """A worker's answer for a batch of blocks."""
+
+    blocks: list[BlockResult]
+    votes: pa.RecordBatch  # the valid votes (answers.VOTE_SCHEMA)
+    cells: pa.RecordBatch  # their answers rows (answers.CELL_SCHEMA)
+    voters: pa.RecordBatch  # signed voter entries (VOTER_SCHEMA)
+    nonces: pa.RecordBatch  # votes that decrypt but are not valid (NONCE_SCHEMA)
+
+
+@dataclass
+class _Rows:
+    answers: AnswerRows = field(default_factory=AnswerRows)
+    voters: list[Row] = field(default_factory=list)
+    nonces: list[Row] = field(default_factory=list)
+
+    def mark(self) -> tuple[tuple[int, int], int, int]:
+        return self.answers.mark(), len(self.voters), len(self.nonces)
+
+    def truncate(self, mark: tuple[tuple[int, int], int, int]) -> None:
+        self.answers.truncate(mark[0])
+        del self.voters[mark[1] :], self.nonces[mark[2] :]
 
 
 _STATE: dict[str, Any] = {}
@@ -64,24 +102,38 @@ def _init(private_key: bytes, templates: dict[str, bytes]) -> None:
     }
 
 
-def _count_batch(batch: Sequence[tuple[str, str, list[bytes], list[bytes], list[bytes]]]) -> list[BlockCount]:
-    out = []
+def _read_batch(batch: Sequence[Item]) -> _Batch:
+    rows = _Rows()
+    blocks = []
     for item in batch:
+        mark = rows.mark()
         try:
-            out.append(_count_block(*item))
-        except Exception as e:  # a bug in vtaudit: keep counting the other blocks, report it
-            failed = BlockCount(item[0], item[1], len(item[2]), b"{}")
+            blocks.append(_read_block(rows, *item))
+        except Exception as e:  # a bug in vtaudit: keep reading the other blocks, report it
+            rows.truncate(mark)
+            failed = BlockResult(item[0], item[1], item[2], len(item[3]))
             failed.errors.append(f"block {item[0]} could not be counted ({type(e).__name__}: {e})")
-            out.append(failed)
-    return out
+            blocks.append(failed)
+    return _Batch(
+        blocks,
+        *rows.answers.batches(),
+        record_batch(rows.voters, VOTER_SCHEMA),
+        record_batch(rows.nonces, NONCE_SCHEMA),
+    )
 
 
-def _count_block(
-    cid: str, template_cid: str, members: list[bytes], votes: list[bytes], voters: list[bytes]
-) -> BlockCount:
+def _read_block(
+    rows: _Rows,
+    cid: str,
+    template_cid: str,
+    leaf: int,
+    members: list[bytes],
+    votes: list[bytes],
+    voters: list[bytes],
+) -> BlockResult:
     template: BallotTemplate | None = _STATE["templates"].get(template_cid)
     member_keys = [b64u_encode(m) for m in members]
-    out = BlockCount(cid, template_cid, len(members), b"")
+    out = BlockResult(cid, template_cid, leaf, len(members))
     if template is None:
         out.problems.append(
             (
@@ -90,29 +142,24 @@ def _count_block(
                 "not an effective template (see BLK-ELIGIBLE)",
             )
         )
-        out.histogram = b"{}"
         return out
-    histogram: Histogram = zero(template)
+    out.counted = True
+    kinds = {q.code: q.type for q in template.questions}
     for i, ciphertext in enumerate(votes):
         where = f"block {cid}, votes[{i}]"
         vote = _open(out, ciphertext, where, VoteEntry, "BAL-VALID")  # it decrypts but is no vote: §6
         if vote is None:
             continue
-        out.nonces.append(vote.nonce)
         problems = vote_problems(template, vote)
         if vote.template != template_cid:
             problems.insert(0, f"it names template {vote.template}, the block is for {template_cid}")
         if problems:
+            rows.nonces.append((template_cid, cid, i, vote.nonce))
             out.problems.append(
                 ("BAL-VALID", f"{where} (nonce {vote.nonce}) is not a valid vote: {'; '.join(problems)}")
             )
             continue
-        count_vote(histogram, template, vote)
-        for answer in vote.answers:
-            question = template.question(answer.question)
-            if question is not None and question.type == "rank" and isinstance(answer.values, tuple):
-                out.ranked.append((answer.question, answer.values))
-    out.histogram = jcs(histogram)
+        rows.answers.add(template_cid, cid, leaf, i, vote, kinds)
     seen_keys = []
     for i, ciphertext in enumerate(voters):
         where = f"block {cid}, voters[{i}]"
@@ -125,7 +172,7 @@ def _count_block(
                 ("DEC-VOTER", f"{where}: the voter entry's signature by {voter.key} does not verify")
             )
         else:
-            out.voters.append((voter.key, voter.registrant))
+            rows.voters.append((cid, b64u_decode(voter.key), voter.registrant))
         if voter.template != template_cid:
             out.problems.append(
                 ("DEC-VOTER", f"{where} names template {voter.template}; the block is for {template_cid}")
@@ -143,7 +190,7 @@ def _count_block(
     return out
 
 
-def _open(out: BlockCount, ciphertext: bytes, where: str, entry: type[E], check: str) -> E | None:
+def _open(out: BlockResult, ciphertext: bytes, where: str, entry: type[E], check: str) -> E | None:
     """The decrypted ``entry``; a ciphertext that does not open is DEC-ENTRIES, a plaintext
     that is not a well-formed entry of that kind is ``check`` (BAL-VALID or DEC-VOTER, D28)."""
     try:
@@ -160,17 +207,32 @@ def _open(out: BlockCount, ciphertext: bytes, where: str, entry: type[E], check:
         return None
 
 
-def _batches(audit: Audit) -> Iterator[list[tuple[str, str, list[bytes], list[bytes], list[bytes]]]]:
+def _leaves(audit: Audit) -> dict[str, int]:
+    """Each counted block's leaf index: its place among its template's counted blocks in
+    ascending binary CID order (spec §5.3), the order of the block and tally trees."""
+    by_template: dict[str, list[str]] = defaultdict(list)
+    for cid, template in audit.rows(
+        "SELECT cid, template FROM vote_block WHERE cid IN (SELECT cid FROM counted)"
+    ):
+        by_template[template].append(cid)
+    leaves = {}
+    for cids in by_template.values():
+        for i, cid in enumerate(sorted(cids, key=cid_to_binary)):
+            leaves[cid] = i
+    return leaves
+
+
+def _batches(audit: Audit, leaves: dict[str, int]) -> Iterator[list[Item]]:
     result = audit.con.execute(
         "SELECT b.cid, b.template, b.members, b.votes, b.voters FROM vote_block b "
         "WHERE b.cid IN (SELECT cid FROM counted) ORDER BY b.cid"
     )
     while rows := result.fetchmany(BATCH):
-        yield [(c, t, list(m), list(v), list(w)) for c, t, m, v, w in rows]
+        yield [(c, t, leaves[c], list(m), list(v), list(w)) for c, t, m, v, w in rows]
 
 
 def recount(audit: Audit) -> None:
-    """Decrypt and count every counted block, then check the tally trees and results."""
+    """Decrypt every counted block into the answers table, then check the tally trees and results."""
     f = audit.findings
     listed = set(audit.revision.body.keyholders) if audit.revision else set()
     if not listed or not listed <= set(audit.released):
@@ -180,68 +242,98 @@ def recount(audit: Audit) -> None:
         return
     private_key = combine_private(audit.released.values())
     templates = {cid: jcs(t.body.to_json()) for cid, t in audit.templates.items()}
-    counts: dict[str, BlockCount] = {}
-    workers = audit.workers if len(audit.counted) > 4 * BATCH else 1
-    if workers == 1:
-        _init(private_key, templates)
-        for batch in _batches(audit):
-            for block in _count_batch(batch):
-                counts[block.cid] = block
-    else:
-        with ProcessPoolExecutor(
-            max_workers=workers, initializer=_init, initargs=(private_key, templates)
-        ) as pool:
-            for part in bounded_map(pool, _count_batch, _batches(audit), 4 * workers):
-                for block in part:
-                    counts[block.cid] = block
-    audit.block_counts = counts
-    votes = sum(b.members for b in counts.values())
-    note = f"{len(counts):,} blocks, {votes:,} votes and as many voter entries"
-    for check in ("DEC-ENTRIES", "DEC-VOTER", "DEC-NONCE", "BAL-VALID"):
-        f.checked(check, votes, note)
-    missing = audit.counted - set(counts)
-    for cid in sorted(missing):
+    leaves = _leaves(audit)
+    for cid in sorted(audit.counted - set(leaves)):
         f.fail(
             "DEC-ENTRIES", cid, f"counted block {cid} is not in the evidence: its votes cannot be decrypted"
         )
-    for block in counts.values():
-        for check, message in block.problems:
-            f.fail(check, block.cid, message)
-        audit.internal_errors.extend(block.errors)
-    _check_nonces(audit, counts)
-    _check_registrants(audit, counts)
-    _check_tally(audit, counts)
+    blocks: list[BlockResult] = []
+    voters: list[pa.RecordBatch] = []
+    nonces: list[pa.RecordBatch] = []
+    writer = AnswersWriter(audit.out)
 
+    def take(part: _Batch) -> None:
+        writer.write(part.votes, part.cells)
+        voters.append(part.voters)
+        nonces.append(part.nonces)
+        for block in part.blocks:
+            for check, message in block.problems:
+                f.fail(check, block.cid, message)
+            audit.internal_errors.extend(block.errors)
+            block.problems = []
+            blocks.append(block)
 
-def _check_nonces(audit: Audit, counts: dict[str, BlockCount]) -> None:
-    seen: dict[tuple[str, str], str] = {}
-    for block in sorted(counts.values(), key=lambda b: b.cid):
-        for nonce in block.nonces:
-            first = seen.setdefault((block.template, nonce), block.cid)
-            if first != block.cid or block.nonces.count(nonce) > 1:
-                audit.findings.fail(
-                    "DEC-NONCE",
-                    block.cid,
-                    f"vote nonce {nonce} of template {block.template} appears in block {first} and again in "
-                    f"block {block.cid}: a copied vote",
-                    records=[first],
-                    nonce=nonce,
-                )
-
-
-def _check_registrants(audit: Audit, counts: dict[str, BlockCount]) -> None:
-    """DEC-VOTER: each signed voter entry names its key's own roll entry (a set operation)."""
-    rows = [(b.cid, key, registrant) for b in counts.values() for key, registrant in b.voters]
+    workers = audit.workers if len(leaves) > 4 * BATCH else 1
+    try:
+        if workers == 1:
+            _init(private_key, templates)
+            for batch in _batches(audit, leaves):
+                take(_read_batch(batch))
+        else:
+            with ProcessPoolExecutor(
+                max_workers=workers, initializer=_init, initargs=(private_key, templates)
+            ) as pool:
+                for part in bounded_map(pool, _read_batch, _batches(audit, leaves), 4 * workers):
+                    take(part)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close(audit.con)
     audit.register(
-        "voter_entry",
+        "recount_block",
         pa.table(
             {
-                "block": pa.array([r[0] for r in rows], pa.string()),
-                "key": pa.array([b64u_decode(r[1]) for r in rows], pa.binary()),
-                "registrant": pa.array([r[2] for r in rows], pa.string()),
-            }
+                "block": [b.cid for b in blocks],
+                "template": [b.template for b in blocks],
+                "leaf": [b.leaf for b in blocks],
+                "members": [b.members for b in blocks],
+                "counted": [b.counted for b in blocks],
+            },
+            schema=BLOCK_SCHEMA,
         ),
     )
+    audit.recounted = len(blocks)
+    votes = sum(b.members for b in blocks)
+    note = f"{len(blocks):,} blocks, {votes:,} votes and as many voter entries"
+    for check in ("DEC-ENTRIES", "DEC-VOTER", "DEC-NONCE", "BAL-VALID"):
+        f.checked(check, votes, note)
+    audit.register("invalid_nonce", pa.Table.from_batches(nonces, NONCE_SCHEMA))
+    _check_nonces(audit)
+    audit.register("voter_entry", pa.Table.from_batches(voters, VOTER_SCHEMA))
+    _check_registrants(audit)
+    check_tally(audit)
+
+
+def _check_nonces(audit: Audit) -> None:
+    """DEC-NONCE: a nonce seen again in a template, after its first block (by CID), or
+    twice in one block. Every decrypted vote counts: valid ones (the answers' vote rows)
+    and invalid ones."""
+    for block, template, nonce, first in audit.rows(
+        """
+        WITH nonce AS (
+            SELECT template, block, vote, nonce FROM answers WHERE kind = 'vote'
+            UNION ALL SELECT template, block, vote, nonce FROM invalid_nonce
+        ), marked AS (
+            SELECT *, min(block) OVER (PARTITION BY template, nonce) AS first,
+                   count(*) OVER (PARTITION BY block, nonce) AS copies
+            FROM nonce
+        )
+        SELECT block, template, nonce, first FROM marked WHERE first <> block OR copies > 1
+        ORDER BY block, vote
+        """
+    ):
+        audit.findings.fail(
+            "DEC-NONCE",
+            block,
+            f"vote nonce {nonce} of template {template} appears in block {first} and again in "
+            f"block {block}: a copied vote",
+            records=[first],
+            nonce=nonce,
+        )
+
+
+def _check_registrants(audit: Audit) -> None:
+    """DEC-VOTER: each signed voter entry names its key's own roll entry (a set operation)."""
     for block, key, registrant in audit.rows(
         """
         SELECT v.block, v.key, v.registrant FROM voter_entry v
@@ -256,157 +348,3 @@ def _check_registrants(audit: Audit, counts: dict[str, BlockCount]) -> None:
             "which is not that key's entry on the roll",
             records=[registrant],
         )
-
-
-def _check_tally(audit: Audit, counts: dict[str, BlockCount]) -> None:
-    """TALLY-TREE for every template's tally nodes, then RES-MATCH's counts."""
-    f = audit.findings
-    election = audit.election
-    assert election is not None
-    by_template: dict[str, list[BlockCount]] = defaultdict(list)
-    for block in counts.values():
-        by_template[block.template].append(block)
-    nodes: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-    for row in audit.rows(
-        'SELECT cid, template, start, "end", hash, voters, counts, children FROM tally_node '
-        "WHERE election = ?",
-        [election.cid],
-    ):
-        nodes[row[1]].append(row)
-    f.checked(
-        "TALLY-TREE",
-        sum(len(v) for v in nodes.values()),
-        f"{sum(len(v) for v in nodes.values()):,} tally nodes",
-    )
-    audit.recounts = {}
-    for template in sorted(set(by_template) | set(nodes) | set(audit.templates)):
-        record = audit.records.get(template)
-        if record is None or record.type != "ballot_template":
-            for row in nodes.get(template, []):
-                f.fail(
-                    "TALLY-TREE", row[0], f"tally node {row[0]} is for {template}, which is not a template"
-                )
-            continue
-        blocks = sorted(by_template.get(template, []), key=lambda b: cid_to_binary(b.cid))
-        expected = _expected_nodes(record.body, blocks)
-        total = expected[(0, len(blocks))][1] if blocks else zero(record.body)
-        audit.recounts[template] = (sum(b.members for b in blocks), total)
-        _compare_nodes(audit, template, nodes.get(template, []), expected, [b.cid for b in blocks])
-    _check_result_counts(audit)
-
-
-def _expected_nodes(
-    template: BallotTemplate, blocks: list[BlockCount]
-) -> dict[tuple[int, int], tuple[bytes, Histogram, int, int | None]]:
-    """(start, end) -> (Merkle hash, histogram, voters, mid) for every node of the tree."""
-    out: dict[tuple[int, int], tuple[bytes, Histogram, int, int | None]] = {}
-    for node in merkle.iter_tree_ranges(len(blocks)):
-        if node.mid is None:
-            block = blocks[node.start]
-            out[(node.start, node.end)] = (
-                merkle.leaf_hash(cid_to_binary(block.cid)),
-                json.loads(block.histogram),
-                block.members,
-                None,
-            )
-        else:
-            left, right = out[(node.start, node.mid)], out[(node.mid, node.end)]
-            counts = add_into(json.loads(jcs(left[1])), right[1])
-            out[(node.start, node.end)] = (
-                merkle.node_hash(left[0], right[0]),
-                counts,
-                left[2] + right[2],
-                node.mid,
-            )
-    return out
-
-
-def _compare_nodes(
-    audit: Audit,
-    template: str,
-    published: list[tuple[Any, ...]],
-    expected: dict[tuple[int, int], tuple[bytes, Histogram, int, int | None]],
-    leaves: list[str],
-) -> None:
-    f = audit.findings
-    by_range: dict[tuple[int, int], list[str]] = defaultdict(list)
-    contents: dict[tuple[int, int], set[tuple[Any, ...]]] = defaultdict(set)
-    for cid, _, start, end, node_hash, voters, counts_text, children in sorted(published, key=lambda r: r[0]):
-        by_range[(start, end)].append(cid)
-        contents[(start, end)].add((bytes(node_hash), voters, counts_text, tuple(children)))
-    for rng, cids in sorted(by_range.items()):
-        if len(contents[rng]) > 1:  # copies with other signatures are one node
-            f.fail(
-                "TALLY-TREE",
-                sorted(cids)[1],
-                f"{len(cids)} different tally nodes cover [{rng[0]}, {rng[1]}) of template {template}",
-                records=sorted(cids),
-            )
-    for cid, _, start, end, node_hash, voters, counts_text, children in published:
-        want = expected.get((start, end))
-        name = f"tally node {cid} [{start}, {end})"
-        if want is None:
-            f.fail(
-                "TALLY-TREE",
-                cid,
-                f"{name} is not a node of the tree over the {len(leaves):,} counted blocks of template "
-                f"{template}",
-            )
-            continue
-        w_hash, w_counts, w_voters, mid = want
-        problems = []
-        if bytes(node_hash) != w_hash:
-            problems.append(f"its hash is {b64u_encode(bytes(node_hash))}, expected {b64u_encode(w_hash)}")
-        if mid is None:
-            if list(children) != [leaves[start]]:
-                problems.append(f"its child is {', '.join(children)}, expected block {leaves[start]}")
-        else:
-            left, right = by_range.get((start, mid), []), by_range.get((mid, end), [])
-            if len(children) != 2 or children[0] not in left or children[1] not in right:
-                problems.append(
-                    f"its children are {', '.join(children)}, expected the nodes of [{start}, {mid}) "
-                    f"and [{mid}, {end})"
-                )
-        if voters != w_voters:
-            problems.append(f"it counts {voters:,} voters, the recount {w_voters:,}")
-        if counts_text != jcs(w_counts).decode("utf-8"):
-            problems.append("its counts differ from the recount of its blocks")
-        if problems:
-            f.fail(
-                "TALLY-TREE",
-                cid,
-                f"{name}: {'; '.join(problems)}",
-                got=json.loads(counts_text),
-                expected=w_counts,
-            )
-    for (start, end), _ in sorted(expected.items()):
-        if (start, end) not in by_range and (start, end) == (0, len(leaves)):
-            f.fail("TALLY-TREE", template, f"template {template} has no tally root node [0, {len(leaves)})")
-
-
-def _check_result_counts(audit: Audit) -> None:
-    f = audit.findings
-    for template, result in sorted(audit.results.items()):
-        recounted = audit.recounts.get(template)
-        if recounted is None:
-            continue
-        voters, counts = recounted
-        body = result.body
-        problems = []
-        if body.voters != voters:
-            problems.append(f"it states {body.voters:,} voters, the recount {voters:,}")
-        if jcs(body.counts) != jcs(counts):
-            differ = sorted(
-                q for q in set(body.counts) | set(counts) if jcs(body.counts.get(q)) != jcs(counts.get(q))
-            )
-            problems.append(f"its counts differ from the recount for question(s) {', '.join(differ)}")
-        if problems:
-            f.fail(
-                "RES-MATCH",
-                result.cid,
-                f"result {result.cid}: {'; '.join(problems)}",
-                got=body.counts,
-                expected=counts,
-            )
-            del audit.results[template]
-    audit.results_recounted = True

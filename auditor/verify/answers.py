@@ -1,0 +1,264 @@
+"""The answers table: every valid vote's answers as rows, and the histograms built from it.
+
+The recount's workers decrypt and validate the votes; each valid vote becomes rows of
+one long table (``answers.parquet`` in the audit folder, the DuckDB view ``answers``):
+
+- one row of kind ``vote`` per valid vote (no question);
+- one *answer row* per question the vote answers: ``option`` is null, and a text
+  answer's text is in ``text``;
+- one row per chosen option of a select answer, per ranked option of a rank answer
+  (with its ``rank``, 1 first) and per scored option of a score answer (with its
+  ``score``).
+
+Invalid votes have no rows (they are BAL-VALID findings). A block's histogram (spec §6)
+is then a group-by over its rows: ``ballots`` counts answer rows, select and rank counts
+are counts of option rows (by rank), a score option's ``count`` and ``sum`` are the
+count and sum of its rows, and text values are the answer rows grouped by text. The
+table streams to Parquet in row groups, so no process holds it whole.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from auditor.model.encoding import jcs
+from auditor.model.entries import VoteEntry
+from auditor.model.histogram import Histogram, zero
+from auditor.model.records import BallotTemplate
+
+__all__ = [
+    "ANSWERS",
+    "ANSWERS_SCHEMA",
+    "AnswerRows",
+    "AnswersWriter",
+    "LeafBlock",
+    "Row",
+    "block_histograms",
+    "question_counts",
+    "rankings",
+    "record_batch",
+]
+
+ANSWERS = "answers.parquet"
+ANSWERS_SCHEMA = pa.schema(
+    [
+        ("template", pa.string()),  # the block's template CID
+        ("block", pa.string()),  # the block's CID
+        ("leaf", pa.int32()),  # the block's leaf index in its template's block tree
+        ("vote", pa.int32()),  # the vote's index in the block's votes list
+        ("nonce", pa.string()),  # the vote's nonce (b64u)
+        ("question", pa.string()),  # question code; null on the vote row
+        ("kind", pa.string()),  # vote, select, rank, score or text
+        ("option", pa.string()),  # option code; null on the vote row and answer rows
+        ("rank", pa.int32()),  # rank 1..max of a ranked option
+        ("score", pa.int64()),  # score of a scored option
+        ("text", pa.string()),  # a text answer (on its answer row)
+    ]
+)
+ROW_GROUP = 262_144  # rows buffered before a Parquet row group is written
+# What a worker sends: its valid votes once (the first five columns), and their rows
+# with the vote's position in that batch instead of those columns (expanded by take()).
+VOTE_SCHEMA = pa.schema(ANSWERS_SCHEMA.field(i) for i in range(5))
+CELL_SCHEMA = pa.schema([("at", pa.int32()), *(ANSWERS_SCHEMA.field(i) for i in range(5, 11))])
+
+Row = tuple[Any, ...]
+
+
+class AnswerRows:
+    """The answers rows of a batch of blocks, as a worker builds them."""
+
+    def __init__(self) -> None:
+        self.votes: list[Row] = []
+        self.cells: list[Row] = []
+
+    def mark(self) -> tuple[int, int]:
+        return len(self.votes), len(self.cells)
+
+    def truncate(self, mark: tuple[int, int]) -> None:
+        """Drop what was added since ``mark`` (a block that could not be read to the end)."""
+        del self.votes[mark[0] :], self.cells[mark[1] :]
+
+    def add(
+        self, template: str, block: str, leaf: int, index: int, vote: VoteEntry, kinds: Mapping[str, str]
+    ) -> None:
+        """Add the rows of one *valid* vote; ``kinds`` maps its template's question codes to types."""
+        at = len(self.votes)
+        self.votes.append((template, block, leaf, index, vote.nonce))
+        cells = self.cells
+        cells.append((at, None, "vote", None, None, None, None))
+        for answer in vote.answers:
+            question, values = answer.question, answer.values
+            kind = kinds[question]
+            if kind == "text":
+                cells.append((at, question, kind, None, None, None, values))
+                continue
+            cells.append((at, question, kind, None, None, None, None))
+            if kind == "select":
+                cells.extend((at, question, kind, option, None, None, None) for option in values)
+            elif kind == "rank":
+                cells.extend(
+                    (at, question, kind, option, rank, None, None) for rank, option in enumerate(values, 1)
+                )
+            else:
+                assert isinstance(values, dict)
+                cells.extend(
+                    (at, question, kind, option, None, score, None) for option, score in values.items()
+                )
+
+    def batches(self) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+        return record_batch(self.votes, VOTE_SCHEMA), record_batch(self.cells, CELL_SCHEMA)
+
+
+def record_batch(rows: Sequence[Row], schema: pa.Schema) -> pa.RecordBatch:
+    """``rows`` (tuples in the order of ``schema``'s fields) as an Arrow record batch."""
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
+    arrays = [pa.array(column, type=f.type) for column, f in zip(columns, schema, strict=True)]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+class AnswersWriter:
+    """Streams record batches into ``folder/answers.parquet`` (zstd, row groups of
+    ROW_GROUP rows). The file appears under its name only once complete."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / ANSWERS
+        self._partial = folder / (ANSWERS + ".part")
+        self._writer = pq.ParquetWriter(self._partial, ANSWERS_SCHEMA, compression="zstd")
+        self._pending: list[pa.RecordBatch] = []
+        self._buffered = 0
+        self.rows = 0
+
+    def write(self, votes: pa.RecordBatch, cells: pa.RecordBatch) -> None:
+        """Add a worker's batch (AnswerRows.batches)."""
+        at = cells.column(0)
+        columns = [votes.column(i).take(at) for i in range(votes.num_columns)] + cells.columns[1:]
+        batch = pa.RecordBatch.from_arrays(columns, schema=ANSWERS_SCHEMA)
+        self._pending.append(batch)
+        self._buffered += batch.num_rows
+        self.rows += batch.num_rows
+        if self._buffered >= ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffered:
+            self._writer.write_table(pa.Table.from_batches(self._pending, ANSWERS_SCHEMA))
+        self._pending, self._buffered = [], 0
+
+    def close(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Finish the file and register it as the view ``answers`` of ``con``."""
+        self._flush()
+        self._writer.close()
+        self._partial.replace(self.path)
+        literal = "'" + str(self.path.resolve()).replace("'", "''") + "'"  # DDL takes no parameters
+        con.execute(f"CREATE OR REPLACE TEMP VIEW answers AS SELECT * FROM read_parquet({literal})")
+
+    def abort(self) -> None:
+        self._writer.close()
+        self._partial.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class LeafBlock:
+    """A counted block as a leaf of its template's trees."""
+
+    cid: str
+    leaf: int
+    members: int
+    counted: bool  # its votes were read against an effective template (else its histogram is {})
+
+
+_CELLS = """
+SELECT leaf, question, option, rank, text, count(*) AS n, sum(score) AS total
+FROM answers WHERE template = ? AND question IS NOT NULL
+GROUP BY leaf, question, option, rank, text ORDER BY leaf
+"""
+
+
+def block_histograms(
+    con: duckdb.DuckDBPyConnection,
+    template_cid: str,
+    template: BallotTemplate | None,
+    blocks: list[LeafBlock],
+) -> Iterator[Histogram]:
+    """The histogram (spec §6) of each of ``blocks`` (in leaf order), from one group-by:
+    every question and option present, zeros included; ``{}`` for a block not counted."""
+    empty = jcs(zero(template)) if template is not None else b"{}"
+    result = con.execute(_CELLS, [template_cid])
+    cells: list[Row] = []
+    position = 0
+    for block in blocks:
+        if not block.counted:
+            yield {}
+            continue
+        histogram: Histogram = json.loads(empty)
+        while True:
+            if position == len(cells):
+                cells, position = result.fetchmany(10_000), 0
+                if not cells:
+                    break
+            leaf, question, option, rank, text, n, total = cells[position]
+            if leaf != block.leaf:
+                break
+            position += 1
+            entry = histogram[question]
+            if option is None:
+                entry["ballots"] += n
+                if text is not None:
+                    entry["values"].append([text, n])
+            elif entry["type"] == "select":
+                entry["options"][option] += n
+            elif entry["type"] == "rank":
+                entry["options"][option][rank - 1] += n
+            else:
+                cell = entry["options"][option]
+                cell["count"] += n
+                cell["sum"] += int(total)
+        for entry in histogram.values():
+            if entry["type"] == "text":
+                entry["values"].sort(key=lambda pair: pair[0].encode("utf-8", "surrogatepass"))
+        yield histogram
+
+
+def rankings(con: duckdb.DuckDBPyConnection, template_cid: str, question: str) -> list[Sequence[str]]:
+    """Every valid ranking given for a rank question (most preferred first), one per
+    vote that answered it (an empty ranking included); equal rankings share one tuple."""
+    out: list[Sequence[str]] = []
+    for ranking, n in con.execute(
+        """
+        SELECT ranking, count(*) FROM (
+            SELECT coalesce(list(option ORDER BY rank) FILTER (WHERE option IS NOT NULL), []) AS ranking
+            FROM answers WHERE template = ? AND question = ? GROUP BY block, vote
+        ) GROUP BY ranking ORDER BY ranking
+        """,
+        [template_cid, question],
+    ).fetchall():
+        out.extend([tuple(ranking)] * n)
+    return out
+
+
+def question_counts(
+    con: duckdb.DuckDBPyConnection, template_cid: str, question: str
+) -> list[tuple[str, int, dict[str, int]]]:
+    """Per block (in CID order) with answers to a select question: its ballots and its
+    counts by chosen option."""
+    ballots: dict[str, int] = {}
+    options: dict[str, dict[str, int]] = {}
+    for block, option, n in con.execute(
+        "SELECT block, option, count(*) FROM answers WHERE template = ? AND question = ? "
+        "GROUP BY block, option ORDER BY block",
+        [template_cid, question],
+    ).fetchall():
+        if option is None:
+            ballots[block] = n
+        else:
+            options.setdefault(block, {})[option] = n
+    return [(block, n, options.get(block, {})) for block, n in ballots.items()]

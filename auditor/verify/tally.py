@@ -1,0 +1,174 @@
+"""TALLY-TREE and RES-MATCH's counts, from the recount's answers table.
+
+Each block's histogram is a group-by over its rows of the answers table (answers.py);
+the tree over a template's counted blocks (spec §4.13, §5.3) is then walked in
+post-order, each node's counts the sum of its children's, and every published tally
+node is compared with the node of that range: hash, children, voters and counts. The
+root's counts are the recount each result must state.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+from auditor.crypto import merkle
+from auditor.model.encoding import b64u_encode, cid_to_binary, jcs
+from auditor.model.histogram import Histogram, add_into, zero
+from auditor.verify.answers import LeafBlock, block_histograms
+from auditor.verify.context import Audit
+
+__all__ = ["check_tally"]
+
+# (start, end) -> (Merkle hash, JCS of the counts, voters, mid) of every node of a tree
+Expected = dict[tuple[int, int], tuple[bytes, str, int, int | None]]
+
+
+def check_tally(audit: Audit) -> None:
+    """TALLY-TREE for every template's tally nodes, then RES-MATCH's counts."""
+    f = audit.findings
+    election = audit.election
+    assert election is not None
+    by_template: dict[str, list[LeafBlock]] = defaultdict(list)
+    for block, template, leaf, members, counted in audit.rows(
+        "SELECT block, template, leaf, members, counted FROM recount_block ORDER BY leaf"
+    ):
+        by_template[template].append(LeafBlock(block, leaf, members, counted))
+    nodes: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for row in audit.rows(
+        'SELECT cid, template, start, "end", hash, voters, counts, children FROM tally_node '
+        "WHERE election = ?",
+        [election.cid],
+    ):
+        nodes[row[1]].append(row)
+    f.checked(
+        "TALLY-TREE",
+        sum(len(v) for v in nodes.values()),
+        f"{sum(len(v) for v in nodes.values()):,} tally nodes",
+    )
+    audit.recounts = {}
+    for template in sorted(set(by_template) | set(nodes) | set(audit.templates)):
+        record = audit.records.get(template)
+        if record is None or record.type != "ballot_template":
+            for row in nodes.get(template, []):
+                f.fail(
+                    "TALLY-TREE", row[0], f"tally node {row[0]} is for {template}, which is not a template"
+                )
+            continue
+        blocks = by_template.get(template, [])
+        effective = audit.templates.get(template)
+        shape = effective.body if effective is not None else None
+        histograms = block_histograms(audit.con, template, shape, blocks)
+        expected, total = _expected_nodes(blocks, histograms)
+        audit.recounts[template] = (sum(b.members for b in blocks), total if blocks else zero(record.body))
+        _compare_nodes(audit, template, nodes.get(template, []), expected, [b.cid for b in blocks])
+    _check_result_counts(audit)
+
+
+def _expected_nodes(blocks: list[LeafBlock], histograms: Iterator[Histogram]) -> tuple[Expected, Histogram]:
+    """Every node of the tree over ``blocks`` (in leaf order), and the root's counts
+    ({} for no blocks). A node's counts are its children's, added member-wise (§6)."""
+    out: Expected = {}
+    stack: list[tuple[bytes, Histogram, int]] = []  # the completed subtrees not yet merged
+    for node in merkle.iter_tree_ranges(len(blocks)):
+        if node.mid is None:
+            block = blocks[node.start]
+            entry = (merkle.leaf_hash(cid_to_binary(block.cid)), next(histograms), block.members)
+        else:  # post-order: the two subtrees on top of the stack are this node's children
+            right, left = stack.pop(), stack.pop()
+            entry = (merkle.node_hash(left[0], right[0]), add_into(left[1], right[1]), left[2] + right[2])
+        out[(node.start, node.end)] = (entry[0], jcs(entry[1]).decode("utf-8"), entry[2], node.mid)
+        stack.append(entry)
+    return out, (stack[0][1] if stack else {})
+
+
+def _compare_nodes(
+    audit: Audit,
+    template: str,
+    published: list[tuple[Any, ...]],
+    expected: Expected,
+    leaves: list[str],
+) -> None:
+    f = audit.findings
+    by_range: dict[tuple[int, int], list[str]] = defaultdict(list)
+    contents: dict[tuple[int, int], set[tuple[Any, ...]]] = defaultdict(set)
+    for cid, _, start, end, node_hash, voters, counts_text, children in sorted(published, key=lambda r: r[0]):
+        by_range[(start, end)].append(cid)
+        contents[(start, end)].add((bytes(node_hash), voters, counts_text, tuple(children)))
+    for rng, cids in sorted(by_range.items()):
+        if len(contents[rng]) > 1:  # copies with other signatures are one node
+            f.fail(
+                "TALLY-TREE",
+                sorted(cids)[1],
+                f"{len(cids)} different tally nodes cover [{rng[0]}, {rng[1]}) of template {template}",
+                records=sorted(cids),
+            )
+    for cid, _, start, end, node_hash, voters, counts_text, children in published:
+        want = expected.get((start, end))
+        name = f"tally node {cid} [{start}, {end})"
+        if want is None:
+            f.fail(
+                "TALLY-TREE",
+                cid,
+                f"{name} is not a node of the tree over the {len(leaves):,} counted blocks of template "
+                f"{template}",
+            )
+            continue
+        w_hash, w_counts, w_voters, mid = want
+        problems = []
+        if bytes(node_hash) != w_hash:
+            problems.append(f"its hash is {b64u_encode(bytes(node_hash))}, expected {b64u_encode(w_hash)}")
+        if mid is None:
+            if list(children) != [leaves[start]]:
+                problems.append(f"its child is {', '.join(children)}, expected block {leaves[start]}")
+        else:
+            left, right = by_range.get((start, mid), []), by_range.get((mid, end), [])
+            if len(children) != 2 or children[0] not in left or children[1] not in right:
+                problems.append(
+                    f"its children are {', '.join(children)}, expected the nodes of [{start}, {mid}) "
+                    f"and [{mid}, {end})"
+                )
+        if voters != w_voters:
+            problems.append(f"it counts {voters:,} voters, the recount {w_voters:,}")
+        if counts_text != w_counts:
+            problems.append("its counts differ from the recount of its blocks")
+        if problems:
+            f.fail(
+                "TALLY-TREE",
+                cid,
+                f"{name}: {'; '.join(problems)}",
+                got=json.loads(counts_text),
+                expected=json.loads(w_counts),
+            )
+    if leaves and (0, len(leaves)) not in by_range:
+        f.fail("TALLY-TREE", template, f"template {template} has no tally root node [0, {len(leaves)})")
+
+
+def _check_result_counts(audit: Audit) -> None:
+    f = audit.findings
+    for template, result in sorted(audit.results.items()):
+        recounted = audit.recounts.get(template)
+        if recounted is None:
+            continue
+        voters, counts = recounted
+        body = result.body
+        problems = []
+        if body.voters != voters:
+            problems.append(f"it states {body.voters:,} voters, the recount {voters:,}")
+        if jcs(body.counts) != jcs(counts):
+            differ = sorted(
+                q for q in set(body.counts) | set(counts) if jcs(body.counts.get(q)) != jcs(counts.get(q))
+            )
+            problems.append(f"its counts differ from the recount for question(s) {', '.join(differ)}")
+        if problems:
+            f.fail(
+                "RES-MATCH",
+                result.cid,
+                f"result {result.cid}: {'; '.join(problems)}",
+                got=body.counts,
+                expected=counts,
+            )
+            del audit.results[template]
+    audit.results_recounted = True
