@@ -946,3 +946,20 @@ def test_proof_size_and_verify_time_for_a_256_member_block(big: Election) -> Non
         if len(members) <= 48:
             assert len(data) < 100_000
     assert 256 in sizes and sizes[256][1] > 256 * 1_000  # the block alone: over 256 KB
+
+
+def test_the_verifier_refuses_deep_nesting_before_parsing() -> None:
+    """The slice verifier's own JSON reader (stdlib only) bounds depth like the model's."""
+    import time
+
+    from auditor.model.encoding import json_shape_problem
+    from auditor.slice.core import too_deep
+    from auditor.slice.verify import verify_proof
+
+    started = time.perf_counter()
+    report = verify_proof(b"[" * 1_000_000)
+    assert report.answer == "cannot-tell" and "nested" in report.sentence
+    assert time.perf_counter() - started < 1.0
+    samples = (b"[" * 64 + b"]" * 64, b"[" * 65 + b"]" * 65, b'["' + b"[" * 100 + b'"]', b'{"a":[[[1]]]}')
+    for sample in samples:
+        assert too_deep(sample) == (json_shape_problem(sample) is not None), sample[:20]

@@ -81,7 +81,7 @@ def _certificate_der(path: Path) -> list[bytes]:
             if b"-----BEGIN" in data
             else [x509.load_der_x509_certificate(data)]
         )
-    except ValueError as e:
+    except Exception as e:  # ValueError, and cryptography's InvalidVersion, which is not one
         raise InputError(f"{path}: not a PEM or DER certificate ({e})") from e
     return [c.public_bytes(Encoding.DER) for c in certs]
 

@@ -15,6 +15,7 @@ from typing import Any
 from auditor.checkids import CHECK_IDS
 from auditor.crypto.ed25519 import SigningKey, sign_digest, verify_digest
 from auditor.errors import EncodingError
+from auditor.limits import MAX_REPORT_BYTES
 from auditor.model.encoding import cid_of, jcs, parse_json
 from auditor.model.envelope import ENVELOPE_MEMBERS, envelope_json, record_digest
 from auditor.report.body import REPORT_TYPE
@@ -30,7 +31,6 @@ __all__ = [
 ]
 
 REQUIRED_BODY = ("election", "auditor", "trust", "evidence", "checks", "ballots", "findings", "generatedAt")
-MAX_REPORT_BYTES = 256 * 1024 * 1024
 
 
 def report_digest(body: dict[str, Any]) -> bytes:

@@ -107,8 +107,32 @@ def _members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+MAX_JSON_BYTES = 32 * 1024 * 1024  # a 4,096-member block's proof is about 5 MB
+MAX_JSON_DEPTH = 64  # as auditor.limits: a proof nests about 8 deep
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def too_deep(data: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON bytes nest deeper than ``limit``, found before any parsing: strings are
+    cut out (their brackets do not count), then the brackets are walked once."""
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    depth = 0
+    for byte in _STRING.sub(b"", data).translate(None, _NOT_BRACKETS):
+        depth += 1 if byte in (0x5B, 0x7B) else -1
+        if depth > limit:
+            return True
+    return False
+
+
 def parse_json(data: bytes, what: str) -> Any:
-    """JSON as spec §2 restricts it: UTF-8, no floats, safe integers, unique ASCII names."""
+    """JSON as spec §2 restricts it: UTF-8, no floats, safe integers, unique ASCII names;
+    at most 32 MiB and 64 levels deep, refused before parsing."""
+    if len(data) > MAX_JSON_BYTES:
+        raise ProofError(f"{what}: {len(data):,} bytes, more than a proof may have ({MAX_JSON_BYTES:,})")
+    if too_deep(data):
+        raise ProofError(f"{what}: nested more than {MAX_JSON_DEPTH} levels deep")
     try:
         return json.loads(
             data.decode("utf-8"),
