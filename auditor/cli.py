@@ -479,9 +479,7 @@ def verify(
 
     from rich.console import Console
 
-    from auditor.harvest import ArchiveSource
-    from auditor.harvest import harvest as run_harvest
-    from auditor.store.evidence import LOG
+    from auditor.harvest import is_store, store_of
     from auditor.trust import load_trust
     from auditor.verify.engine import verify_store
     from auditor.verify.findings import write_findings
@@ -489,14 +487,9 @@ def verify(
     trusted = load_trust(trust) if trust else None
     console = Console(stderr=True, quiet=quiet or as_json)
     with tempfile.TemporaryDirectory(prefix="vtaudit-store-") as scratch:
-        if (evidence / LOG).exists():
-            store = evidence
-            default_out = evidence / "audit"
-        else:
-            store = Path(scratch) / "evidence"
-            with console.status(f"harvesting {evidence} into a temporary store…"):
-                run_harvest([ArchiveSource(evidence)], store, workers=workers)
-            default_out = Path("vtaudit-audit")
+        default_out = evidence / "audit" if is_store(evidence) else Path("vtaudit-audit")
+        with console.status(f"reading {evidence}…"):
+            store = store_of(evidence, Path(scratch), workers=workers)
         out = findings_dir or default_out
         with console.status("verifying…") as status:
             result = verify_store(

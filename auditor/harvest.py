@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Protocol
 
 from auditor.sources import RawRecord, iter_source, source_kind
-from auditor.store.evidence import EvidenceStore, HarvestStats
+from auditor.store.evidence import LOG, EvidenceStore, HarvestStats
 
-__all__ = ["ArchiveSource", "Source", "harvest"]
+__all__ = ["ArchiveSource", "Source", "harvest", "is_store", "store_of"]
 
 
 class Source(Protocol):
@@ -74,3 +74,18 @@ def _reporting(
         yield raw
         if i % 2000 == 0:
             progress(stats)
+
+
+def is_store(evidence: Path) -> bool:
+    """Whether ``evidence`` is an evidence store made by ``vtaudit harvest``."""
+    return (evidence / LOG).exists()
+
+
+def store_of(evidence: Path, scratch: Path, *, workers: int = 2) -> Path:
+    """The evidence store to read: EVIDENCE itself when it is one, else a harvest of the
+    archive (a .car or .ndjson file, a directory of envelopes) into ``scratch``."""
+    if is_store(evidence):
+        return evidence
+    store = scratch / "evidence"
+    harvest([ArchiveSource(evidence)], store, workers=workers)
+    return store

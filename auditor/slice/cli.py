@@ -67,10 +67,11 @@ def prove(evidence: Path, key: str, nonce: str, template: str | None, out: Path,
     """
     import tempfile
 
-    from auditor.slice.prove import NoVoteError, build_proof, open_evidence, write_proof
+    from auditor.harvest import store_of
+    from auditor.slice.prove import NoVoteError, build_proof, write_proof
 
     with tempfile.TemporaryDirectory(prefix="vtaudit-slice-") as scratch:
-        store = open_evidence(evidence, Path(scratch), workers=workers)
+        store = store_of(evidence, Path(scratch), workers=workers)
         try:
             built = build_proof(store, key, nonce, template)
         except NoVoteError as e:

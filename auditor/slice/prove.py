@@ -41,9 +41,9 @@ from auditor.errors import AuditError, CryptoError, EncodingError, InputError
 from auditor.model.encoding import b64u_decode, b64u_encode, cid_from_binary, cid_to_binary, parse_json
 from auditor.model.envelope import Envelope, parse_envelope
 from auditor.slice.verify import FORMAT
-from auditor.store.evidence import LOG, connect
+from auditor.store.evidence import connect
 
-__all__ = ["Built", "NoVoteError", "Prover", "build_proof", "open_evidence", "write_proof"]
+__all__ = ["Built", "NoVoteError", "Prover", "build_proof", "write_proof"]
 
 
 class NoVoteError(AuditError):
@@ -55,18 +55,6 @@ class Built:
     proof: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def open_evidence(evidence: Path, scratch: Path, *, workers: int = 2) -> Path:
-    """The evidence store to read: EVIDENCE itself when it is one (as ``vtaudit verify``
-    decides), else a harvest of the archive into ``scratch``."""
-    if (evidence / LOG).exists():
-        return evidence
-    from auditor.harvest import ArchiveSource, harvest
-
-    store = scratch / "evidence"
-    harvest([ArchiveSource(evidence)], store, workers=workers)
-    return store
 
 
 def write_proof(proof: dict[str, Any], out: Path) -> int:
