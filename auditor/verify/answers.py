@@ -33,6 +33,7 @@ from auditor.model.encoding import jcs
 from auditor.model.entries import VoteEntry
 from auditor.model.histogram import Histogram, zero
 from auditor.model.records import BallotTemplate
+from auditor.verify.context import arrow
 
 __all__ = [
     "ANSWERS",
@@ -118,14 +119,13 @@ class AnswerRows:
 
 
 def record_batch(rows: Sequence[Row], schema: pa.Schema) -> pa.RecordBatch:
-    """``rows`` (tuples in the order of ``schema``'s fields) as an Arrow record batch."""
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
-    arrays = [pa.array(column, type=f.type) for column, f in zip(columns, schema, strict=True)]
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+    """``rows`` (tuples in the order of ``schema``'s fields) as an Arrow record batch
+    (converted as one struct array: twice as fast as transposing to columns first)."""
+    return pa.RecordBatch.from_struct_array(pa.array(rows, type=pa.struct(schema)))
 
 
 class AnswersWriter:
-    """Streams record batches into ``folder/answers.parquet`` (zstd, row groups of
+    """Streams workers' batches into ``folder/answers.parquet`` (zstd, row groups of
     ROW_GROUP rows). The file appears under its name only once complete."""
 
     def __init__(self, folder: Path) -> None:
@@ -135,16 +135,14 @@ class AnswersWriter:
         self._writer = pq.ParquetWriter(self._partial, ANSWERS_SCHEMA, compression="zstd")
         self._pending: list[pa.RecordBatch] = []
         self._buffered = 0
-        self.rows = 0
 
     def write(self, votes: pa.RecordBatch, cells: pa.RecordBatch) -> None:
-        """Add a worker's batch (AnswerRows.batches)."""
+        """Add a worker's batch (AnswerRows.batches): each row gets its vote's columns."""
         at = cells.column(0)
-        columns = [votes.column(i).take(at) for i in range(votes.num_columns)] + cells.columns[1:]
+        columns = [column.take(at) for column in votes.columns] + cells.columns[1:]
         batch = pa.RecordBatch.from_arrays(columns, schema=ANSWERS_SCHEMA)
         self._pending.append(batch)
         self._buffered += batch.num_rows
-        self.rows += batch.num_rows
         if self._buffered >= ROW_GROUP:
             self._flush()
 
@@ -192,23 +190,15 @@ def block_histograms(
     """The histogram (spec §6) of each of ``blocks`` (in leaf order), from one group-by:
     every question and option present, zeros included; ``{}`` for a block not counted."""
     empty = jcs(zero(template)) if template is not None else b"{}"
-    result = con.execute(_CELLS, [template_cid])
-    cells: list[Row] = []
-    position = 0
+    cells = _rows(arrow(con, _CELLS, [template_cid]))  # fetched whole: compact, and con is free
+    cell = next(cells, None)
     for block in blocks:
         if not block.counted:
             yield {}
             continue
         histogram: Histogram = json.loads(empty)
-        while True:
-            if position == len(cells):
-                cells, position = result.fetchmany(10_000), 0
-                if not cells:
-                    break
-            leaf, question, option, rank, text, n, total = cells[position]
-            if leaf != block.leaf:
-                break
-            position += 1
+        while cell is not None and cell[0] == block.leaf:
+            _, question, option, rank, text, n, total = cell
             entry = histogram[question]
             if option is None:
                 entry["ballots"] += n
@@ -219,13 +209,18 @@ def block_histograms(
             elif entry["type"] == "rank":
                 entry["options"][option][rank - 1] += n
             else:
-                cell = entry["options"][option]
-                cell["count"] += n
-                cell["sum"] += int(total)
+                entry["options"][option]["count"] += n
+                entry["options"][option]["sum"] += int(total)
+            cell = next(cells, None)
         for entry in histogram.values():
             if entry["type"] == "text":
                 entry["values"].sort(key=lambda pair: pair[0].encode("utf-8", "surrogatepass"))
         yield histogram
+
+
+def _rows(table: pa.Table) -> Iterator[Row]:
+    for batch in table.to_batches():
+        yield from zip(*(column.to_pylist() for column in batch.columns), strict=True)
 
 
 def rankings(con: duckdb.DuckDBPyConnection, template_cid: str, question: str) -> list[Sequence[str]]:

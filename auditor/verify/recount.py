@@ -247,7 +247,7 @@ def recount(audit: Audit) -> None:
         f.fail(
             "DEC-ENTRIES", cid, f"counted block {cid} is not in the evidence: its votes cannot be decrypted"
         )
-    blocks: list[BlockResult] = []
+    blocks: list[Row] = []  # (block, template, leaf, members, counted): the table recount_block
     voters: list[pa.RecordBatch] = []
     nonces: list[pa.RecordBatch] = []
     writer = AnswersWriter(audit.out)
@@ -260,8 +260,7 @@ def recount(audit: Audit) -> None:
             for check, message in block.problems:
                 f.fail(check, block.cid, message)
             audit.internal_errors.extend(block.errors)
-            block.problems = []
-            blocks.append(block)
+            blocks.append((block.cid, block.template, block.leaf, block.members, block.counted))
 
     workers = audit.workers if len(leaves) > 4 * BATCH else 1
     try:
@@ -279,21 +278,9 @@ def recount(audit: Audit) -> None:
         writer.abort()
         raise
     writer.close(audit.con)
-    audit.register(
-        "recount_block",
-        pa.table(
-            {
-                "block": [b.cid for b in blocks],
-                "template": [b.template for b in blocks],
-                "leaf": [b.leaf for b in blocks],
-                "members": [b.members for b in blocks],
-                "counted": [b.counted for b in blocks],
-            },
-            schema=BLOCK_SCHEMA,
-        ),
-    )
+    audit.register("recount_block", pa.Table.from_batches([record_batch(blocks, BLOCK_SCHEMA)]))
     audit.recounted = len(blocks)
-    votes = sum(b.members for b in blocks)
+    votes = sum(b[3] for b in blocks)
     note = f"{len(blocks):,} blocks, {votes:,} votes and as many voter entries"
     for check in ("DEC-ENTRIES", "DEC-VOTER", "DEC-NONCE", "BAL-VALID"):
         f.checked(check, votes, note)
