@@ -481,8 +481,6 @@ def verify(
 
     from auditor.harvest import is_store, store_of
     from auditor.trust import load_trust
-    from auditor.verify.engine import verify_store
-    from auditor.verify.findings import write_findings
 
     trusted = load_trust(trust) if trust else None
     console = Console(stderr=True, quiet=quiet or as_json)
@@ -490,18 +488,9 @@ def verify(
         default_out = evidence / "audit" if is_store(evidence) else Path("vtaudit-audit")
         with console.status(f"reading {evidence}…"):
             store = store_of(evidence, Path(scratch), workers=workers)
-        out = findings_dir or default_out
-        with console.status("verifying…") as status:
-            result = verify_store(
-                store,
-                trusted,
-                workers=workers,
-                election=election,
-                progress=lambda stage: status.update(f"verifying: {stage}…"),
-                recount=not no_recount,
-                audit_dir=out,
-            )
-        findings_path, _ = write_findings(result.outcomes, result.findings, out)
+        result, findings_path = _verify_and_write(
+            console, store, trusted, findings_dir or default_out, workers, election, recount=not no_recount
+        )
     if as_json:
         summary = result.summary()
         summary["findingsFile"] = str(findings_path)
@@ -510,6 +499,35 @@ def verify(
     else:
         _print_verification(result, trust, findings_path)
     sys.exit(0 if result.verified else 1)
+
+
+def _verify_and_write(
+    console: Any,
+    store: Path,
+    trusted: Any,
+    out: Path,
+    workers: int,
+    election: str | None,
+    *,
+    recount: bool = True,
+) -> tuple[Any, Path]:
+    """Verify ``store`` with a status line, then write the findings Parquet files to ``out``
+    (the recount's answers.parquet goes there too): what `verify` and `audit` share."""
+    from auditor.verify.engine import verify_store
+    from auditor.verify.findings import write_findings
+
+    with console.status("verifying…") as status:
+        result = verify_store(
+            store,
+            trusted,
+            workers=workers,
+            election=election,
+            progress=lambda stage: status.update(f"verifying: {stage}…"),
+            recount=recount,
+            audit_dir=out,
+        )
+    findings_path, _ = write_findings(result.outcomes, result.findings, out)
+    return result, findings_path
 
 
 def _print_advisory(console: Any, result: Any) -> None:
@@ -672,25 +690,13 @@ def audit(
     from auditor.report.keys import load_key_folder
     from auditor.report.publish import publish
     from auditor.trust import load_trust
-    from auditor.verify.engine import verify_store
-    from auditor.verify.findings import write_findings
 
     trusted = load_trust(trust) if trust else None
     key_folder = load_key_folder(keys)
     store = out / "evidence"
     ctx.invoke(harvest, sources=sources, out=store, quiet=True, workers=workers)
     console = Console(stderr=True, quiet=quiet)
-    findings_dir = out / "findings"
-    with console.status("verifying…") as status:
-        result = verify_store(
-            store,
-            trusted,
-            workers=workers,
-            election=election,
-            progress=lambda stage: status.update(f"verifying: {stage}…"),
-            audit_dir=findings_dir,
-        )
-    findings_path, _ = write_findings(result.outcomes, result.findings, findings_dir)
+    result, findings_path = _verify_and_write(console, store, trusted, out / "findings", workers, election)
     if not quiet:
         _print_verification(result, trust, findings_path)
     with console.status("writing the reports…"):

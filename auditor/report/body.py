@@ -209,7 +209,7 @@ def report_body(verification: Verification, store_root: Path, *, now: int | None
             for o in verification.outcomes
         ],
         "ballots": [_ballot(b, *verdicts[b["template"]]) for b in ballots],
-        "findings": sorted((_finding(f) for f in verification.findings), key=_finding_order),
+        "findings": sorted((f.to_json() for f in verification.findings), key=_finding_order),
         "advisory": _advisory(verification.advisory),
         "internalErrors": list(verification.internal_errors),
         "generatedAt": generated_at() if now is None else now,
@@ -273,10 +273,6 @@ def _ballot(ballot: dict[str, Any], verdict: str, failed: list[str]) -> dict[str
         "questions": questions,
         "instantRunoff": ballot.get("instantRunoff", []),
     }
-
-
-def _finding(f: Finding) -> dict[str, Any]:
-    return f.to_json()
 
 
 def _finding_order(f: dict[str, Any]) -> tuple[int, str, str, bytes]:

@@ -238,11 +238,10 @@ def render_context(report_bytes: bytes) -> dict[str, Any]:
     findings_by_check: dict[str, list[dict[str, Any]]] = {}
     for f in body["findings"]:
         findings_by_check.setdefault(f["check"], []).append(f)
-    failing_by_ballot = _failing_by_ballot(body)
     severity = {c["id"]: c["severity"] for c in body["checks"]}
     ballots = []
     for b in body["ballots"]:
-        failing = failing_by_ballot.get(b["template"], [])
+        failing = list(b.get("failedChecks", []))
         ballots.append(
             {
                 **b,
@@ -283,10 +282,6 @@ def render_context(report_bytes: bytes) -> dict[str, Any]:
         "pct": _pct,
         "short": _short,
     }
-
-
-def _failing_by_ballot(body: dict[str, Any]) -> dict[str, list[str]]:
-    return {b["template"]: list(b.get("failedChecks", [])) for b in body["ballots"]}
 
 
 def _evidence_text(evidence: Any) -> str:
