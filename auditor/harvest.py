@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from auditor.sources import RawRecord, iter_source, source_kind
+from auditor.sources import Chunk, RawRecord, car_chunks, chunked, iter_source, source_kind
 from auditor.store.evidence import LOG, EvidenceStore, HarvestStats
 
 __all__ = ["ArchiveSource", "Source", "harvest", "is_store", "store_of"]
@@ -44,6 +44,12 @@ class ArchiveSource:
     def records(self, after: str | None) -> Iterator[RawRecord]:
         return iter_source(self.path, after)
 
+    def chunks(self, after: str | None) -> Iterator[Chunk]:
+        """The records in chunks for the workers; a CAR file's are read by the workers."""
+        if source_kind(self.path) == "car":
+            return car_chunks(self.path, after)
+        return chunked(self.records(after))
+
 
 def harvest(
     sources: list[Source],
@@ -58,22 +64,12 @@ def harvest(
     store = EvidenceStore(out)
     stats = HarvestStats()
     for source in sources:
-        records = source.records(store.cursor(source.name))
-        if progress is not None:
-            records = _reporting(records, stats, progress)
-        store.add_all(source.name, records, stats, workers=workers)
+        after = store.cursor(source.name)
+        chunks = source.chunks(after) if isinstance(source, ArchiveSource) else chunked(source.records(after))
+        store.add_all(source.name, chunks, stats, workers=workers, progress=progress)
     store.write_views()
     stats.seconds = time.perf_counter() - started
     return store, stats
-
-
-def _reporting(
-    records: Iterator[RawRecord], stats: HarvestStats, progress: Callable[[HarvestStats], None]
-) -> Iterator[RawRecord]:
-    for i, raw in enumerate(records):
-        yield raw
-        if i % 2000 == 0:
-            progress(stats)
 
 
 def is_store(evidence: Path) -> bool:

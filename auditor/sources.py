@@ -9,18 +9,43 @@ finding downstream instead of disappearing.
 
 from __future__ import annotations
 
+import io
+import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from auditor.errors import CidMismatchError, EncodingError, InputError
 from auditor.limits import MAX_ENVELOPE_BYTES, MAX_NDJSON_LINE_BYTES
-from auditor.model.encoding import cid_from_binary, is_cid_text
+from auditor.model.encoding import CID_BINARY_LEN, CID_PREFIX, cid_from_binary, is_cid_text
 from auditor.model.envelope import Envelope, parse_envelope
-from auditor.store.car import CarBlock, CarError, iter_sections, read_header
+from auditor.store.car import (
+    DEFAULT_MAX_SECTION_BYTES,
+    CarBlock,
+    CarDefect,
+    CarError,
+    iter_sections,
+    read_header,
+)
 
-__all__ = ["RawRecord", "Rejection", "iter_source", "open_record", "source_kind"]
+__all__ = [
+    "CHUNK_RECORDS",
+    "CarRange",
+    "Chunk",
+    "RawRecord",
+    "Rejection",
+    "car_chunks",
+    "chunked",
+    "iter_source",
+    "open_chunk_records",
+    "open_record",
+    "source_kind",
+]
+
+CHUNK_RECORDS = 1024  # records per chunk handed to a worker
+CHUNK_BYTES = 8 << 20  # and at most about this many bytes of a CAR
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,18 +168,115 @@ def _iter_car(path: Path, start: int | None = None) -> Iterator[RawRecord]:
         if start is not None:
             f.seek(start)
         for item in iter_sections(f):
-            where = f"{path.name}@{item.offset}"
-            if isinstance(item, CarBlock):
-                resume = str(item.end)
-                try:
-                    claimed = cid_from_binary(bytes(item.cid))
-                except EncodingError:
-                    yield RawRecord(
-                        bytes(item.data), None, where, "CID is not a CIDv1 json/sha2-256 CID", resume
-                    )
-                    continue
-                yield RawRecord(bytes(item.data), claimed, where, None, resume)
-            else:
-                yield RawRecord(
-                    bytes(item.raw), None, where, item.reason, str(item.end) if item.end else None
-                )
+            yield _car_record(item, path.name)
+
+
+def _car_record(item: CarBlock | CarDefect, name: str, claimed: str | None = None) -> RawRecord:
+    """A CAR section as a RawRecord; ``claimed``, when known, is the text of its CID."""
+    where = f"{name}@{item.offset}"
+    if isinstance(item, CarDefect):
+        return RawRecord(bytes(item.raw), None, where, item.reason, str(item.end) if item.end else None)
+    resume = str(item.end)
+    if claimed is None:
+        try:
+            claimed = cid_from_binary(bytes(item.cid))
+        except EncodingError:
+            return RawRecord(bytes(item.data), None, where, "CID is not a CIDv1 json/sha2-256 CID", resume)
+    return RawRecord(bytes(item.data), claimed, where, None, resume)
+
+
+# ---------------------------------------------------------------------------- chunks
+
+
+@dataclass(frozen=True, slots=True)
+class CarRange:
+    """Whole sections of a CAR file, bytes ``[start, end)``, read by the worker itself."""
+
+    path: str
+    start: int
+    end: int
+
+
+Chunk = CarRange | list[RawRecord]  # what one worker task opens
+
+
+def chunked(records: Iterable[RawRecord], size: int | None = None) -> Iterator[list[RawRecord]]:
+    """``records`` in lists of ``size`` (by default CHUNK_RECORDS)."""
+    iterator = iter(records)
+    count = size or CHUNK_RECORDS
+    return iter(lambda: list(islice(iterator, count)), [])
+
+
+def car_chunks(path: Path, after: str | None = None) -> Iterator[Chunk]:
+    """The sections of a CAR file after the cursor ``after``, as chunks for workers.
+
+    This process only walks the section lengths (a varint each) to cut the file into
+    ranges of whole sections, which the workers read and check themselves. The walk
+    stops at the first length it does not plainly understand (a zero, a varint of four
+    bytes or more, a section past the limit or the end of the file); from there the
+    sections are read here, one by one, by :func:`iter_source`, which reports every
+    defect exactly as for a whole-file read.
+    """
+    with open(path, "rb") as f:
+        try:
+            header = read_header(f)
+        except CarError as e:
+            raise InputError(f"{path}: not a readable CARv1 file: {e}") from e
+        pos = int(after) if after else header.header_end_offset
+        size = os.fstat(f.fileno()).st_size
+        if size > pos:
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                for start, end in _car_ranges(m, pos, size):
+                    yield CarRange(str(path), start, end)
+                    pos = end
+    if pos < size:
+        yield from chunked(_iter_car(path, pos))
+
+
+def _car_ranges(m: mmap.mmap, pos: int, size: int) -> Iterator[tuple[int, int]]:
+    limit = DEFAULT_MAX_SECTION_BYTES
+    start, count = pos, 0
+    while pos < size:
+        first = m[pos]
+        if 0 < first < 0x80:
+            n, p = first, pos + 1
+        elif first and pos + 1 < size and 0 < m[pos + 1] < 0x80:
+            n, p = (first & 0x7F) | (m[pos + 1] << 7), pos + 2
+        elif first and pos + 2 < size and m[pos + 1] >= 0x80 and 0 < m[pos + 2] < 0x80:
+            n, p = (first & 0x7F) | ((m[pos + 1] & 0x7F) << 7) | (m[pos + 2] << 14), pos + 3
+        else:
+            break
+        if n > limit or p + n > size:
+            break
+        pos = p + n
+        count += 1
+        if count >= CHUNK_RECORDS or pos - start >= CHUNK_BYTES:
+            yield start, pos
+            start, count = pos, 0
+    if count:
+        yield start, pos
+
+
+def _standard(cid: bytes) -> bool:
+    return len(cid) == CID_BINARY_LEN and cid.startswith(CID_PREFIX)
+
+
+def open_chunk_records(chunk: Chunk) -> tuple[list[RawRecord], list[bytes | None] | None]:
+    """The records of a chunk, with the binary CIDs of a CAR range's sections."""
+    if not isinstance(chunk, CarRange):
+        return chunk, None
+    with open(chunk.path, "rb") as f:
+        f.seek(chunk.start)
+        data = f.read(chunk.end - chunk.start)
+    items = list(iter_sections(io.BytesIO(data), offset=chunk.start))
+    cids = [item.cid if isinstance(item, CarBlock) and _standard(item.cid) else None for item in items]
+    from auditor.store.bulk import cid_texts  # numpy; bulk imports this module
+
+    texts = iter(cid_texts([cid[len(CID_PREFIX) :] for cid in cids if cid is not None]))
+    name = Path(chunk.path).name
+    raws = [
+        _car_record(item, name, None if c is None else next(texts))
+        for item, c in zip(items, cids, strict=True)
+    ]
+    binary: list[bytes | None] = [None if cid is None else bytes(cid) for cid in cids]
+    return raws, binary

@@ -17,6 +17,7 @@ import pytest
 from auditor.errors import InputError
 from auditor.harvest import ArchiveSource, harvest
 from auditor.sim.election import SimConfig, simulate
+from auditor import sources
 from auditor.store import evidence
 from auditor.store.evidence import EvidenceStore, connect, contested_slots
 
@@ -60,7 +61,7 @@ def test_harvest_fills_typed_tables_and_views(election: Path, tmp_path: Path) ->
 def test_parsing_in_worker_processes_gives_the_same_store(
     election: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(evidence, "PARSE_BATCH", 8)  # small batches: this election uses the pool
+    monkeypatch.setattr(sources, "CHUNK_RECORDS", 8)  # small chunks: this election uses the pool
     harvest([ArchiveSource(election / "evidence.car")], tmp_path / "one", workers=1)
     harvest([ArchiveSource(election / "evidence.car")], tmp_path / "two", workers=2)
     queries = [

@@ -25,7 +25,7 @@ import re
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
 from nacl.bindings import crypto_core_ed25519_is_valid_point
@@ -36,6 +36,7 @@ from auditor.model.encoding import MAX_SAFE_INT, b64u_decode, cid_to_binary, is_
 
 __all__ = [
     "ELL",
+    "PLANS",
     "B64u",
     "Cid",
     "Ciphertext",
@@ -43,6 +44,7 @@ __all__ = [
     "Digest32",
     "Key",
     "NonNegative",
+    "Plan",
     "Point",
     "Positive",
     "Scalar",
@@ -66,6 +68,38 @@ __all__ = [
 ]
 
 Validator = Callable[[Any, str], Any]
+V = TypeVar("V", bound=Validator)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a validator accepts, said so that the bulk harvest (auditor.store.bulk) can
+    check a value without calling it. A value the plan accepts is one the validator
+    accepts and returns unchanged (arrays: as a tuple); the bulk path sends anything
+    else to the validator's own record-by-record path, which words the error.
+
+    ``kind``: ``text``, ``cid``, ``code``, ``int`` (``minimum``), ``b64u`` (``length``,
+    ``min_length``, ``max_chars``), ``one_of`` (``allowed``) or ``array`` (``item``, the
+    item's plan or None, ``min_items``, ``max_items``)."""
+
+    kind: str
+    minimum: int = -MAX_SAFE_INT
+    length: int | None = None
+    min_length: int = 0
+    max_chars: int | None = None
+    allowed: tuple[str, ...] = ()
+    item: Plan | None = None
+    min_items: int = 0
+    max_items: int | None = None
+
+
+PLANS: dict[Validator, Plan] = {}  # validator -> its plan, for the validators that have one
+
+
+def _planned(validator: V, plan: Plan) -> V:
+    PLANS[validator] = plan
+    return validator
+
 
 # ℓ, the order of the Edwards25519 prime-order subgroup (spec §5.1).
 ELL = 2**252 + 27742317777372353535851937790883648493
@@ -129,7 +163,7 @@ def at_least(minimum: int) -> Validator:
             raise SchemaError(path, describe(value), f"an integer ≥ {minimum}")
         return number
 
-    return check
+    return _planned(check, Plan("int", minimum=minimum))
 
 
 def code(value: Any, path: str) -> str:
@@ -167,7 +201,7 @@ def b64u(length: int | None = None, *, min_length: int = 0, max_length: int | No
             raise SchemaError(path, f"{len(raw)} bytes", f"at least {min_length} bytes")
         return typing.cast(str, value)
 
-    return check
+    return _planned(check, Plan("b64u", length=length, min_length=min_length, max_chars=max_chars))
 
 
 def point(value: Any, path: str) -> str:
@@ -188,6 +222,10 @@ def scalar(value: Any, path: str) -> str:
 
 
 key = b64u(32)
+_planned(text, Plan("text", max_chars=MAX_TEXT))
+_planned(integer, Plan("int"))
+_planned(code, Plan("code"))
+_planned(cid, Plan("cid"))
 
 Text = Annotated[str, text]
 Code = Annotated[str, code]
@@ -224,7 +262,8 @@ def array_of(
             raise over_limit(path, len(value), noun, max_items)
         return tuple(item(v, f"{path}[{i}]") for i, v in enumerate(value))
 
-    return check
+    plan = Plan("array", item=PLANS.get(item), min_items=min_items, max_items=max_items)
+    return _planned(check, plan)
 
 
 def object_of(name: Validator, item: Validator) -> Validator:
@@ -249,7 +288,7 @@ def one_of(*allowed: str) -> Validator:
             raise SchemaError(path, describe(value), "one of " + ", ".join(map(repr, allowed)))
         return value
 
-    return check
+    return _planned(check, Plan("one_of", allowed=allowed))
 
 
 S = TypeVar("S", bound="Struct")

@@ -23,9 +23,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import defaultdict, deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain, islice
 from pathlib import Path
@@ -33,11 +33,14 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from auditor.errors import InputError
 from auditor.model.encoding import b64u_decode
-from auditor.sources import RawRecord, Rejection, open_record
+from auditor.parallel import bounded_map
+from auditor.sources import Chunk, RawRecord, Rejection, open_chunk_records, open_record
+from auditor.store.bulk import PreparedBatch, prepare_batch
 from auditor.store.tables import TABLES, TS, row_of, schema_of
 
 __all__ = ["BASE_TABLES", "SLOTS", "EvidenceStore", "HarvestStats", "connect", "contested_slots", "prepare"]
@@ -114,7 +117,7 @@ class EvidenceStore:
                 raise InputError(f"{root}: store format {self.log.get('format')!r}, expected {FORMAT}")
             self._remove_uncommitted()
         self.known: set[str] = set(self._column("envelopes", "cid"))
-        self._pending: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._pending: dict[str, list[pa.Table]] = defaultdict(list)
         self._pending_count = 0
         self._pending_bytes = 0
 
@@ -139,52 +142,72 @@ class EvidenceStore:
     # ------------------------------------------------------------------ writing
 
     def add(self, raw: RawRecord, source: str, stats: HarvestStats) -> None:
-        """Check ``raw`` against its CID, parse it and buffer its rows; quarantine what fails."""
-        self.add_prepared(raw, prepare(raw), source, stats)
+        """Check one record against its CID, parse it and buffer its rows (or quarantine it)."""
+        self.add_batch(prepare_batch([raw]), source, stats)
 
-    def add_prepared(
-        self, raw: RawRecord, prepared: Prepared | Rejection, source: str, stats: HarvestStats
-    ) -> None:
-        """Buffer what :func:`prepare` made of ``raw`` (in this process or a worker)."""
-        stats.read += 1
-        stats.bytes += len(raw.raw)
+    def add_batch(self, batch: PreparedBatch, source: str, stats: HarvestStats) -> None:
+        """Buffer what :func:`~auditor.store.bulk.prepare_batch` made of a batch (in this
+        process or a worker): new records' rows, every sighting's provenance, and the
+        rejected records in quarantine."""
+        stats.read += len(batch.cids)
+        stats.bytes += sum(batch.sizes)
         now = int(time.time() * 1000)
-        if isinstance(prepared, Rejection):
-            self._quarantine(raw, source, prepared.check, prepared.reason, now, stats)
-            return
-        cid = prepared.cid
-        self._pending["provenance"].append(
-            {"cid": cid, "source": source, "location": raw.location, "seen_at": now}
-        )
-        if cid in self.known:
-            stats.duplicates += 1
-            return
-        self.known.add(cid)
-        stats.new += 1
-        stats.by_type[prepared.type] += 1
-        for table, rows in prepared.rows.items():
-            self._pending[table].extend(rows)
-        self._pending_count += 1
-        self._pending_bytes += prepared.size
-
-    def _quarantine(
-        self, raw: RawRecord, source: str, check: str, reason: str, now: int, stats: HarvestStats
-    ) -> None:
-        stats.quarantined += 1
-        self._pending["quarantine"].append(
-            {
-                "source": source,
-                "location": raw.location,
-                "claimed_cid": raw.claimed_cid,
-                "check_id": check,
-                "reason": reason
-                if len(raw.raw) <= QUARANTINE_RAW_LIMIT
-                else f"{reason} ({len(raw.raw)} bytes, kept the first {QUARANTINE_RAW_LIMIT})",
-                "raw": raw.raw[:QUARANTINE_RAW_LIMIT],
-                "seen_at": now,
-            }
-        )
-        self._pending_count += 1
+        cids, locations, known_before = [], [], []
+        fresh: set[str] = set()
+        for i, cid in enumerate(batch.cids):
+            if cid is None:
+                continue
+            cids.append(cid)
+            locations.append(batch.locations[i])
+            if cid not in self.known:
+                self.known.add(cid)
+                fresh.add(cid)
+                stats.new += 1
+                stats.by_type[batch.types[i] or ""] += 1
+                self._pending_count += 1
+                self._pending_bytes += batch.sizes[i]
+            else:
+                stats.duplicates += 1
+                if cid not in fresh:
+                    known_before.append(cid)  # its rows (the batch's first copy) are not new
+        tables = batch.tables
+        if known_before:
+            stale = pa.array(known_before, pa.string())
+            tables = {n: t.filter(pc.invert(pc.is_in(t["cid"], value_set=stale))) for n, t in tables.items()}
+        for name, table in tables.items():
+            if table.num_rows:
+                self._pending[name].append(table)
+        if cids:
+            self._pending["provenance"].append(
+                pa.table(
+                    {
+                        "cid": pa.array(cids, pa.string()),
+                        "source": pa.array([source] * len(cids), pa.string()),
+                        "location": pa.array(locations, pa.string()),
+                        "seen_at": pa.array([now] * len(cids), TS),
+                    }
+                )
+            )
+        rows = []
+        for i, check, reason in batch.rejected:
+            raw = batch.raws[i]
+            stats.quarantined += 1
+            self._pending_count += 1
+            rows.append(
+                {
+                    "source": source,
+                    "location": batch.locations[i],
+                    "claimed_cid": batch.claimed[i],
+                    "check_id": check,
+                    "reason": reason
+                    if batch.sizes[i] <= QUARANTINE_RAW_LIMIT
+                    else f"{reason} ({batch.sizes[i]} bytes, kept the first {QUARANTINE_RAW_LIMIT})",
+                    "raw": raw[:QUARANTINE_RAW_LIMIT],
+                    "seen_at": now,
+                }
+            )
+        if rows:
+            self._pending["quarantine"].append(pa.Table.from_pylist(rows, schema=ALL_TABLES["quarantine"]))
 
     @property
     def should_flush(self) -> bool:
@@ -192,9 +215,11 @@ class EvidenceStore:
 
     def flush(self, cursors: dict[str, str] | None = None) -> None:
         """Write buffered rows as new parts and commit them with ``cursors``, atomically."""
-        for name, rows in self._pending.items():
-            if rows:
-                self._write_part(name, pa.Table.from_pylist(rows, schema=ALL_TABLES[name]))
+        for name, tables in self._pending.items():
+            if tables:
+                schema = ALL_TABLES[name]
+                parts = [t.select(schema.names).cast(schema) for t in tables]
+                self._write_part(name, pa.concat_tables(parts))
         self._pending.clear()
         self._pending_count = 0
         self._pending_bytes = 0
@@ -255,18 +280,26 @@ class EvidenceStore:
         os.replace(tmp, self.root / "evidence.duckdb")
 
     def add_all(
-        self, source: str, records: Iterable[RawRecord], stats: HarvestStats, *, workers: int = 1
+        self,
+        source: str,
+        chunks: Iterable[Chunk],
+        stats: HarvestStats,
+        *,
+        workers: int = 1,
+        progress: Callable[[HarvestStats], None] | None = None,
     ) -> None:
-        """Add a source's records, committing its cursor with every batch (RawRecord.resume).
+        """Add a source's records, chunk by chunk, committing its cursor with every flush.
 
-        With ``workers`` > 1, records are parsed in that many processes (parsing is pure
-        Python); they are still buffered and committed in the source's order.
+        With ``workers`` > 1, chunks are opened in that many processes; their rows are
+        still buffered and committed in the source's order.
         """
         last: str | None = None
-        for raw, prepared in _prepared(records, workers):
-            self.add_prepared(raw, prepared, source, stats)
-            if raw.resume is not None:
-                last = raw.resume
+        for batch in _opened(chunks, workers):
+            self.add_batch(batch, source, stats)
+            if batch.resume is not None:
+                last = batch.resume
+            if progress is not None:
+                progress(stats)
             if self.should_flush:
                 self.flush({source: last} if last is not None else None)
         self.flush({source: last} if last is not None else None)
@@ -312,36 +345,22 @@ def prepare(raw: RawRecord) -> Prepared | Rejection:
     )
 
 
-def _prepare_batch(batch: list[RawRecord]) -> list[Prepared | Rejection]:
-    return [prepare(raw) for raw in batch]
+def open_chunk(chunk: Chunk) -> PreparedBatch:
+    """The rows a chunk of a source adds to the store; a pure function, run in workers."""
+    raws, binary_cids = open_chunk_records(chunk)
+    return prepare_batch(raws, binary_cids)
 
 
-PARSE_BATCH = 512
-
-
-def _prepared(records: Iterable[RawRecord], workers: int) -> Iterator[tuple[RawRecord, Prepared | Rejection]]:
-    if workers <= 1:
-        for raw in records:
-            yield raw, prepare(raw)
+def _opened(chunks: Iterable[Chunk], workers: int) -> Iterator[PreparedBatch]:
+    """Each chunk opened (:func:`open_chunk`), in order, in ``workers`` processes."""
+    iterator = iter(chunks)
+    head = list(islice(iterator, 4))
+    if workers <= 1 or len(head) < 4:  # a small source: starting processes would cost more
+        for chunk in chain(head, iterator):
+            yield open_chunk(chunk)
         return
-    iterator = iter(records)
-    head = list(islice(iterator, 8 * PARSE_BATCH))
-    if len(head) < 8 * PARSE_BATCH:  # a small source: starting processes would cost more
-        for raw in head:
-            yield raw, prepare(raw)
-        return
-    iterator = chain(head, iterator)
-    batches = iter(lambda: list(islice(iterator, PARSE_BATCH)), [])
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        pending: deque[tuple[list[RawRecord], Future[list[Prepared | Rejection]]]] = deque()
-        for batch in batches:
-            pending.append((batch, pool.submit(_prepare_batch, batch)))
-            if len(pending) >= 4 * workers:
-                done, future = pending.popleft()
-                yield from zip(done, future.result(), strict=True)
-        while pending:
-            done, future = pending.popleft()
-            yield from zip(done, future.result(), strict=True)
+        yield from bounded_map(pool, open_chunk, chain(head, iterator), 2 * workers)
 
 
 def _ident(name: str) -> str:

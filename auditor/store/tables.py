@@ -14,15 +14,16 @@ Every table starts with ``cid``; ``signatures`` and ``timestamps`` hang off ``ci
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 import pyarrow as pa
 
-from auditor.model.encoding import b64u_decode, jcs
+from auditor.model.encoding import b64u_decode
 from auditor.model.envelope import Envelope
 from auditor.model.schema import Struct
 
-__all__ = ["TABLES", "row_of"]
+__all__ = ["TABLES", "Column", "json_text", "row_of", "schema_of"]
 
 TS = pa.timestamp("ms", tz="UTC")
 CID = pa.string()
@@ -34,27 +35,47 @@ def _b(text: str) -> bytes:
     return b64u_decode(text)
 
 
-def _j(value: Any) -> str:
+def _bs(texts: Any) -> list[bytes]:
+    return [b64u_decode(t) for t in texts]
+
+
+def json_text(value: Any) -> str:
+    """Canonical JSON text of a validated value. The body passed the schema, so it holds
+    only strings, safe integers, booleans, null, arrays and objects with ASCII names:
+    for those, orjson's sorted compact output is the JCS form (tests/test_bulk.py
+    compares the two for every character)."""
     if isinstance(value, Struct):
         value = value.to_json()
     elif isinstance(value, tuple):
         value = [v.to_json() if isinstance(v, Struct) else v for v in value]
-    return jcs(value).decode("utf-8")
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode("utf-8")
 
 
-Column = tuple[str, pa.DataType, Callable[[Any], Any]]
+class Column(NamedTuple):
+    name: str
+    dtype: pa.DataType
+    extract: Callable[[Any], Any]  # from the body struct
+    member: str | None = None  # the body member it is read from, None if computed from several
+    convert: str = ""  # how: "" as is, "b" b64u decoded, "bs" each decoded, "j" JSON text, "list"
 
 
 def _cols(*cols: Column) -> list[Column]:
     return list(cols)
 
 
-def _attr(name: str, convert: Callable[[Any], Any] = lambda v: v) -> Callable[[Any], Any]:
-    return lambda body: convert(getattr(body, name))
+_CONVERTERS: dict[Callable[[Any], Any] | None, str] = {
+    None: "",
+    _b: "b",
+    _bs: "bs",
+    json_text: "j",
+    list: "list",
+}
 
 
 def _col(name: str, dtype: pa.DataType, convert: Callable[[Any], Any] | None = None) -> Column:
-    return (name, dtype, _attr(name, convert) if convert else _attr(name))
+    if convert is None:
+        return Column(name, dtype, lambda body: getattr(body, name), name, "")
+    return Column(name, dtype, lambda body: convert(getattr(body, name)), name, _CONVERTERS[convert])
 
 
 # (column, type, extractor from the body) per record type, after the common `cid`.
@@ -63,8 +84,8 @@ TABLES: dict[str, list[Column]] = {
         _col("authority", CID),
         _col("name", pa.string()),
         _col("domain", pa.string()),
-        _col("administrators", JSON, _j),
-        ("admin_keys", pa.list_(BIN), lambda b: [_b(a.key) for a in b.administrators]),
+        _col("administrators", JSON, json_text),
+        Column("admin_keys", pa.list_(BIN), lambda b: [_b(a.key) for a in b.administrators]),
         _col("threshold", pa.int64()),
         _col("expires", TS),
         _col("previous", CID),
@@ -77,7 +98,7 @@ TABLES: dict[str, list[Column]] = {
         _col("revisionDeadline", TS),
         _col("registrationAuthority", CID),
         _col("certificationAuthority", CID),
-        _col("timestampAuthorities", JSON, _j),
+        _col("timestampAuthorities", JSON, json_text),
     ),
     "keyholder": _cols(
         _col("election", CID),
@@ -95,8 +116,8 @@ TABLES: dict[str, list[Column]] = {
         _col("keyholders", pa.list_(CID), list),
         _col("electionKey", BIN, _b),
         _col("receiptKey", BIN, _b),
-        _col("timeline", JSON, _j),
-        _col("runoff", JSON, _j),
+        _col("timeline", JSON, json_text),
+        _col("runoff", JSON, json_text),
     ),
     "ballot_template": _cols(
         _col("election", CID),
@@ -104,7 +125,7 @@ TABLES: dict[str, list[Column]] = {
         _col("administration", CID),
         _col("district", pa.string()),
         _col("revision", pa.int64()),
-        _col("questions", JSON, _j),
+        _col("questions", JSON, json_text),
     ),
     "registrant": _cols(
         _col("registrationAuthority", CID),
@@ -120,20 +141,20 @@ TABLES: dict[str, list[Column]] = {
         _col("administration", CID),
         _col("count", pa.int64()),
         _col("root", BIN, _b),
-        _col("districts", JSON, _j),
+        _col("districts", JSON, json_text),
     ),
     "vote_block": _cols(
         _col("election", CID),
         _col("template", CID),
-        ("members", pa.list_(BIN), lambda b: [_b(k) for k in b.members]),
-        ("votes", pa.list_(BIN), lambda b: [_b(c) for c in b.votes]),
-        ("voters", pa.list_(BIN), lambda b: [_b(c) for c in b.voters]),
+        _col("members", pa.list_(BIN), _bs),
+        _col("votes", pa.list_(BIN), _bs),
+        _col("voters", pa.list_(BIN), _bs),
     ),
     "receipt": _cols(
         _col("election", CID),
         _col("block", CID),
         _col("result", pa.string()),
-        ("registrants", pa.list_(BIN), lambda b: [_b(k) for k in b.registrants]),
+        _col("registrants", pa.list_(BIN), _bs),
         _col("received", TS),
     ),
     "block_tree": _cols(
@@ -157,7 +178,7 @@ TABLES: dict[str, list[Column]] = {
         _col("end", pa.int64()),
         _col("hash", BIN, _b),
         _col("voters", pa.int64()),
-        _col("counts", JSON, _j),
+        _col("counts", JSON, json_text),
         _col("children", pa.list_(CID), list),
     ),
     "result": _cols(
@@ -167,7 +188,7 @@ TABLES: dict[str, list[Column]] = {
         _col("blockTree", CID),
         _col("tallyRoot", CID),
         _col("voters", pa.int64()),
-        _col("counts", JSON, _j),
+        _col("counts", JSON, json_text),
     ),
     "accessibility_report": _cols(
         _col("election", CID),
@@ -198,12 +219,12 @@ TABLES: dict[str, list[Column]] = {
 
 
 def schema_of(record_type: str) -> pa.Schema:
-    return pa.schema([("cid", CID)] + [(name, dtype) for name, dtype, _ in TABLES[record_type]])
+    return pa.schema([("cid", CID)] + [(c.name, c.dtype) for c in TABLES[record_type]])
 
 
 def row_of(envelope: Envelope) -> dict[str, Any]:
     """The typed row of ``envelope`` in its type's table."""
     row: dict[str, Any] = {"cid": envelope.cid}
-    for name, _, extract in TABLES[envelope.type]:
-        row[name] = extract(envelope.body)
+    for column in TABLES[envelope.type]:
+        row[column.name] = column.extract(envelope.body)
     return row

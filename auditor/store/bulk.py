@@ -1,0 +1,501 @@
+"""The bulk path of the harvest: records opened a batch at a time, straight into columns.
+
+:func:`prepare_batch` takes a batch of :class:`~auditor.sources.RawRecord`s and returns
+the rows they add to the store as Arrow tables, with what became of each record. It
+gives exactly what :func:`auditor.sources.open_record` and the record-by-record rows of
+:mod:`auditor.store.tables` give, only faster; a record it cannot vouch for goes down
+that slow path, which also words every rejection. So the fast path only ever *accepts*.
+
+Why a record it accepts is one the slow path accepts, check by check (spec §2-§4):
+
+* **bytes and CID**: the CID's digest is compared with sha256 of the bytes (in binary for
+  a CAR, whose CIDs are binary; as text otherwise, with the texts of a whole batch made
+  at once).
+* **strict, canonical JSON**: orjson parses the bytes (it rejects invalid UTF-8, lone
+  surrogates, NaN and nesting past 1,024); its sorted compact output must then be the
+  input bytes exactly. For a value of strings, integers, booleans, null, arrays and
+  objects with ASCII member names, that output is the RFC 8785 form (tests compare the
+  two for every character), so the equality proves the bytes canonical, and with them
+  no whitespace, no duplicate member (orjson keeps the last: the output would be
+  shorter), no escaped character JCS writes raw. Floats and integers past 2^53 survive
+  the round trip as floats, which no schema position accepts. Non-ASCII member names
+  are looked for whenever the bytes are not all ASCII; the nesting and container
+  limits are checked with the slow path's own pre-scan.
+* **envelope and body**: the members, ``v``, the type, every signature and token, and
+  every body member, with the checks of the member's validator as stated by its
+  :class:`~auditor.model.schema.Plan`; a member without a plan is given to its
+  validator, and a type with rules across members builds its struct and runs them.
+  base64url is checked by pattern (alphabet, length, the unused bits of the last
+  character) and decoded a whole column at a time when the batch's tables are built.
+* **digest**: sha256 of ``{"body":B,"type":T,"v":1}``, whose canonical bytes are the
+  envelope's own bytes for ``B``, cut out rather than re-encoded.
+
+``tests/test_bulk.py`` checks the equivalence on clean, tampered and fuzzed records.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from auditor.errors import EncodingError
+from auditor.limits import MAX_JSON_CONTAINERS, MAX_SIGNATURES, MAX_TIMESTAMPS, MAX_TOKEN_BYTES
+from auditor.model.encoding import (
+    CID_PREFIX,
+    MAX_ENVELOPE_BYTES,
+    MAX_SAFE_INT,
+    is_cid_text,
+    json_shape_problem,
+)
+from auditor.model.envelope import ENVELOPE_MEMBERS
+from auditor.model.histogram import histogram
+from auditor.model.records import BODY_TYPES
+from auditor.model.schema import _CODE, PLANS, Plan, Struct
+from auditor.sources import RawRecord, Rejection
+from auditor.store.tables import TABLES, Column, json_text, schema_of
+
+__all__ = ["PreparedBatch", "b64u_accepts", "cid_texts", "decode_b64u", "prepare_batch", "table_schema"]
+
+_NO = object()  # a check's answer for "not accepted here: ask the slow path"
+_ENVELOPE_KEYS = frozenset(ENVELOPE_MEMBERS)
+_SIGNATURE_KEYS = frozenset(("key", "sig"))
+_B32 = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz234567", np.uint8)
+_B32_SHIFTS = np.arange(35, -1, -5, dtype=np.uint64)
+_CID_TEXT_PREFIX = "bagaaiera"  # the text of CID_PREFIX's 40 bits
+# Validators that check every member name they accept against a pattern of ASCII
+# characters (``code``) or a fixed list: what they accept has no non-ASCII name.
+_ASCII_NAMES: frozenset[Callable[[Any, str], Any]] = frozenset({histogram})
+
+
+# ---------------------------------------------------------------------------- base64url
+
+_ALPHABET = "A-Za-z0-9_-"
+# The last character of a text whose length is 2 or 3 mod 4 carries 4 or 2 unused low
+# bits, which must be zero (RFC 4648 §3.5, canonical): these characters.
+_LAST = {2: "AQgw", 3: "AEIMQUYcgkosw048"}
+_B64U_TEXT = re.compile(
+    f"(?:[{_ALPHABET}]{{4}})*(?:[{_ALPHABET}][{_LAST[2]}]|[{_ALPHABET}]{{2}}[{_LAST[3]}])?"
+)
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_ZERO_PAD = ("", "", "AA", "A")  # 'A' is 0: the unused bits of the last character land in extra bytes
+
+
+def b64u_accepts(text: Any) -> bool:
+    """Whether :func:`~auditor.model.encoding.b64u_decode` accepts ``text``: strict
+    base64url, no padding, canonical trailing bits (one pattern)."""
+    return type(text) is str and _B64U_TEXT.fullmatch(text) is not None
+
+
+def _fixed_b64u(length: int) -> re.Pattern[str]:
+    """The pattern of the canonical base64url text of exactly ``length`` bytes."""
+    chars = (length * 4 + 2) // 3  # ceil(4 * length / 3)
+    tail = chars % 4
+    last = f"[{_LAST[tail]}]" if tail else f"[{_ALPHABET}]"
+    return re.compile(f"[{_ALPHABET}]{{{chars - 1}}}{last}")
+
+
+def decode_b64u(texts: Sequence[str]) -> list[bytes]:
+    """Decode texts that :func:`b64u_accepts`, all in one call of the C decoder."""
+    if not texts:
+        return []
+    # 'A' (zero bits), not '=', pads each text: padding mid-stream would end the decoding
+    joined = "".join([t + _ZERO_PAD[len(t) & 3] for t in texts]).encode("ascii").translate(_TO_STANDARD)
+    data = binascii.a2b_base64(joined)
+    out = []
+    pos = 0
+    for t in texts:
+        n = len(t)
+        out.append(data[pos : pos + n * 3 // 4])
+        pos += (n + 3) // 4 * 3
+    return out
+
+
+def cid_texts(digests: Sequence[bytes]) -> list[str]:
+    """The text CIDs (``bagaaiera…``) of sha256 digests, all at once (base32 in numpy)."""
+    n = len(digests)
+    if n == 0:
+        return []
+    grid = np.zeros((n, 35), np.uint8)  # 32 bytes, padded to whole 5-byte groups
+    grid[:, :32] = np.frombuffer(b"".join(digests), np.uint8).reshape(n, 32)
+    g = grid.reshape(n, 7, 5).astype(np.uint64)
+    forty = (g[..., 0] << 32) | (g[..., 1] << 24) | (g[..., 2] << 16) | (g[..., 3] << 8) | g[..., 4]
+    chars = _B32[((forty[..., None] >> _B32_SHIFTS) & 31).reshape(n, 56)[:, :52]]
+    text = chars.tobytes().decode("ascii")
+    return [_CID_TEXT_PREFIX + text[i : i + 52] for i in range(0, 52 * n, 52)]
+
+
+# ---------------------------------------------------------------------------- checks
+
+Check = Callable[[Any], Any]  # a JSON value -> the same value if accepted, else _NO
+
+
+def _check_of(plan: Plan) -> Check:
+    kind = plan.kind
+    if kind == "text":
+        limit = plan.max_chars
+        return lambda v: v if type(v) is str and (limit is None or len(v) <= limit) else _NO
+    if kind == "cid":
+        return lambda v: v if is_cid_text(v) else _NO
+    if kind == "code":
+        return lambda v: v if type(v) is str and _CODE.fullmatch(v) else _NO
+    if kind == "int":
+        low = max(plan.minimum, -MAX_SAFE_INT)
+        return lambda v: v if type(v) is int and low <= v <= MAX_SAFE_INT else _NO
+    if kind == "one_of":
+        allowed = frozenset(plan.allowed)
+        return lambda v: v if type(v) is str and v in allowed else _NO
+    if kind == "b64u":
+        return _b64u_check(plan)
+    if kind == "array":
+        return _array_check(plan)
+    raise ValueError(f"no check for plan kind {kind!r}")  # pragma: no cover - schema.py makes every kind
+
+
+def _b64u_check(plan: Plan) -> Check:
+    """Fixed lengths (keys, digests, signatures) by pattern, the text kept for the batch
+    to decode; other lengths (ciphertexts) decoded here: for long texts the C decoder
+    checks the alphabet faster than a pattern does."""
+    if plan.length is not None:
+        exact = _fixed_b64u(plan.length)
+        return lambda v: v if type(v) is str and exact.fullmatch(v) else _NO
+    min_chars = (plan.min_length * 4 + 2) // 3  # the fewest characters holding min_length bytes
+    max_chars = plan.max_chars
+
+    def check(v: Any) -> Any:
+        if type(v) is not str or len(v) < min_chars or (max_chars is not None and len(v) > max_chars):
+            return _NO
+        raw = _strict_decode(v)
+        return _NO if raw is None else raw
+
+    return check
+
+
+_STRICT = bytes.maketrans(b"-_+/=", b"+/!!!")  # '+', '/' and '=' become invalid characters
+
+
+def _strict_decode(text: str) -> bytes | None:
+    """The bytes of ``text`` if :func:`b64u_accepts` it, else None."""
+    rest = len(text) & 3
+    if rest == 1:
+        return None
+    try:
+        raw = binascii.a2b_base64(
+            (text + _ZERO_PAD[rest]).encode("ascii").translate(_STRICT), strict_mode=True
+        )
+    except (binascii.Error, UnicodeEncodeError):
+        return None
+    if rest:
+        size = len(text) * 3 // 4
+        if raw[size:].strip(b"\0"):
+            return None  # the unused trailing bits are not zero: not canonical
+        return raw[:size]
+    return raw
+
+
+def _array_check(plan: Plan) -> Check:
+    assert plan.item is not None
+    item = _check_of(plan.item)
+    low, high = plan.min_items, plan.max_items
+
+    def check(v: Any) -> Any:
+        if type(v) is not list or len(v) < low or (high is not None and len(v) > high):
+            return _NO
+        for x in v:
+            if item(x) is _NO:
+                return _NO
+        return v
+
+    return check
+
+
+_key32 = _check_of(Plan("b64u", length=32))
+_sig64 = _check_of(Plan("b64u", length=64))
+
+
+# ---------------------------------------------------------------------------- body programs
+
+
+@dataclass(frozen=True)
+class _Program:
+    """How one record type's body is checked and turned into its table's row."""
+
+    cls: type[Struct]
+    keys: frozenset[str]
+    checks: tuple[tuple[str, Check], ...]
+    planned: frozenset[str]  # members checked by their plan (the others by their validator)
+    free_names: tuple[str, ...]  # unplanned members whose validator may accept non-ASCII member names
+    needs_struct: bool  # rules across members, or a column computed from several
+    # The row after its CID: the members' values (``direct``, one itemgetter), then the
+    # columns that need more (``fixups``: position in the row, column).
+    direct: Callable[[dict[str, Any]], tuple[Any, ...]]
+    fixups: tuple[tuple[int, Column], ...]
+
+
+def _wrapped(validator: Callable[[Any, str], Any], path: str) -> Check:
+    def check(v: Any) -> Any:
+        try:
+            return validator(v, path)
+        except EncodingError:
+            return _NO
+
+    return check
+
+
+def _program(record_type: str) -> _Program:
+    cls = BODY_TYPES[record_type]
+    validators = cls.json_members()
+    checks, planned = [], set()
+    for name, validator in validators.items():
+        plan = PLANS.get(validator)
+        if plan is not None and (plan.kind != "array" or plan.item is not None):
+            checks.append((name, _check_of(plan)))
+            planned.add(name)
+        else:
+            checks.append((name, _wrapped(validator, f"body.{name}")))
+    columns = TABLES[record_type]
+    # ``got`` holds a planned member's JSON value, an unplanned one's validator result:
+    # as is, as a list or base64url to decode (the batch does that), that is the column
+    names, fixups = [], []
+    for i, column in enumerate(columns, start=1):
+        if column.member is not None and column.convert in ("", "b", "bs", "list"):
+            names.append(column.member)
+        else:
+            names.append(next(iter(validators)))  # a placeholder, replaced by the fixup
+            fixups.append((i, column))
+    get = itemgetter(*names)
+    direct = get if len(names) > 1 else (lambda got: (get(got),))
+    return _Program(
+        cls,
+        frozenset(validators),
+        tuple(checks),
+        frozenset(planned),
+        tuple(n for n in validators if n not in planned and validators[n] not in _ASCII_NAMES),
+        cls.validate is not Struct.validate or any(c.member is None for c in columns),
+        direct,
+        tuple(fixups),
+    )
+
+
+_PROGRAMS = {t: _program(t) for t in BODY_TYPES}
+
+
+# ---------------------------------------------------------------------------- batches
+
+
+def table_schema(name: str) -> pa.Schema:
+    from auditor.store.evidence import ALL_TABLES  # the store's schemas; evidence imports this module
+
+    return ALL_TABLES.get(name) or schema_of(name)
+
+
+@dataclass
+class PreparedBatch:
+    """What a batch of records adds to the store; made in a worker, applied by the store.
+
+    Per record, in order: its CID (None if rejected), type and location. The tables hold
+    the rows of the accepted records, each CID once (a copy later in the batch adds only
+    provenance). ``rejected``: (index, check, reason) per rejected record; their bytes
+    are in ``raws``."""
+
+    cids: list[str | None] = field(default_factory=list)
+    types: list[str | None] = field(default_factory=list)
+    locations: list[str] = field(default_factory=list)
+    claimed: list[str | None] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)
+    raws: dict[int, bytes] = field(default_factory=dict)
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+    resume: str | None = None
+    fast: int = 0  # records accepted by the fast path (for benchmarks and tests)
+
+
+def _tables(rows: dict[str, list[tuple[Any, ...]]]) -> dict[str, pa.Table]:
+    """Rows (tuples in column order) as tables; base64url texts in binary columns are
+    decoded here, a column at a time (the slow path's rows hold bytes already)."""
+    out = {}
+    for name, table_rows in rows.items():
+        schema = table_schema(name)
+        arrays = []
+        for values, f in zip(zip(*table_rows, strict=True), schema, strict=True):
+            if f.type == pa.binary():
+                arrays.append(pa.array(_decoded(values), f.type))
+            elif f.type == pa.list_(pa.binary()):
+                arrays.append(_decoded_lists(values))
+            else:
+                arrays.append(pa.array(values, f.type))
+        out[name] = pa.table(arrays, schema=schema)
+    return out
+
+
+def _decoded(values: Sequence[Any]) -> list[Any]:
+    texts = [v for v in values if type(v) is str]
+    if not texts:
+        return list(values)
+    decoded = iter(decode_b64u(texts))
+    return [next(decoded) if type(v) is str else v for v in values]
+
+
+def _decoded_lists(values: Sequence[Any]) -> pa.Array:
+    offsets = [0]
+    flat: list[Any] = []
+    for items in values:
+        flat.extend(items)
+        offsets.append(len(flat))
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(_decoded(flat), pa.binary()))
+
+
+def prepare_batch(
+    raws: Sequence[RawRecord], binary_cids: Sequence[bytes | None] | None = None
+) -> PreparedBatch:
+    """Open every record of ``raws`` (see the module docstring); a pure function, run in
+    workers. ``binary_cids``, when given, are the binary CIDs the records were published
+    under (a CAR's), compared with the bytes' digests as they are."""
+    from auditor.store.evidence import prepare  # the slow path; evidence imports this module
+
+    batch = PreparedBatch()
+    rows: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    seen: set[str] = set()
+    digests = [hashlib.sha256(r.raw).digest() for r in raws]
+    texts = cid_texts(digests)
+    for i, raw in enumerate(raws):
+        batch.locations.append(raw.location)
+        batch.claimed.append(raw.claimed_cid)
+        batch.sizes.append(len(raw.raw))
+        record_type = None
+        if raw.defect is None:
+            if binary_cids is not None and binary_cids[i] is not None:
+                matches = binary_cids[i] == CID_PREFIX + digests[i]
+            else:
+                matches = raw.claimed_cid is None or raw.claimed_cid == texts[i]
+            if matches:
+                record_type = _fast(raw.raw, texts[i], rows, seen)
+        if record_type is not None:
+            batch.fast += 1
+            batch.cids.append(texts[i])
+            batch.types.append(record_type)
+            continue
+        prepared = prepare(raw)
+        if isinstance(prepared, Rejection):
+            batch.cids.append(None)
+            batch.types.append(None)
+            batch.rejected.append((i, prepared.check, prepared.reason))
+            batch.raws[i] = raw.raw
+            continue
+        batch.cids.append(prepared.cid)
+        batch.types.append(prepared.type)
+        if prepared.cid not in seen:
+            seen.add(prepared.cid)
+            for table, table_rows in prepared.rows.items():
+                names = table_schema(table).names
+                rows[table].extend(tuple(row[n] for n in names) for row in table_rows)
+    batch.resume = next((r.resume for r in reversed(raws) if r.resume is not None), None)
+    batch.tables = _tables(rows)
+    return batch
+
+
+def _fast(data: bytes, cid: str, rows: dict[str, list[tuple[Any, ...]]], seen: set[str]) -> str | None:
+    """The record's type after adding its rows, if the fast path accepts it; else None."""
+    # The nesting limit needs no pre-scan here: orjson stops at 1,024 levels, and no
+    # schema accepts more than a few. The container limit can only be passed by bytes of
+    # at least two per container.
+    too_many = len(data) > 2 * MAX_JSON_CONTAINERS and json_shape_problem(data) is not None
+    if len(data) > MAX_ENVELOPE_BYTES or too_many:
+        return None
+    try:
+        obj = orjson.loads(data)
+        if orjson.dumps(obj, option=orjson.OPT_SORT_KEYS) != data:
+            return None
+    except orjson.JSONDecodeError:
+        return None
+    except orjson.JSONEncodeError:  # pragma: no cover - a value orjson read but cannot write
+        return None
+    if type(obj) is not dict or obj.keys() != _ENVELOPE_KEYS:
+        return None
+    v, record_type = obj["v"], obj["type"]
+    if type(v) is not int or v != 1 or type(record_type) is not str:
+        return None
+    program = _PROGRAMS.get(record_type)
+    if program is None:
+        return None
+    body = obj["body"]
+    if type(body) is not dict or body.keys() != program.keys:
+        return None
+    got: dict[str, Any] = {}
+    for name, check in program.checks:
+        result = check(body[name])
+        if result is _NO:
+            return None
+        got[name] = result
+    if not data.isascii() and any(_non_ascii_name(body[name]) for name in program.free_names):
+        return None
+    signatures, tokens = obj["signatures"], obj["timestamps"]
+    if not _signatures_ok(signatures) or not _tokens_ok(tokens):
+        return None
+    struct = None
+    if program.needs_struct:
+        # as the validators return them: a planned member's JSON value (arrays as tuples)
+        kwargs = {n: (got[n] if n not in program.planned else body[n]) for n in program.keys}
+        struct = program.cls(**{n: tuple(v) if type(v) is list else v for n, v in kwargs.items()})
+        try:
+            struct.validate("body")
+        except EncodingError:
+            return None
+    if cid in seen:
+        return record_type  # a copy of a record earlier in the batch: provenance only
+    seen.add(cid)
+    end = data.rindex(b',"signatures":')  # canonical: body first, then signatures
+    digest = hashlib.sha256(b"".join((data[:end], b',"type":"', record_type.encode(), b'","v":1}'))).digest()
+    rows["envelopes"].append((cid, record_type, len(data), digest, data))
+    if signatures:
+        table = rows["signatures"]
+        for idx, s in enumerate(signatures):
+            table.append((cid, idx, s["key"], s["sig"]))
+    if tokens:
+        table = rows["timestamps"]
+        for idx, token in enumerate(tokens):
+            table.append((cid, idx, token))
+    row = [cid, *program.direct(got)]
+    for index, column in program.fixups:
+        if column.member is None:
+            row[index] = column.extract(struct)
+        else:
+            value = got[column.member]
+            row[index] = json_text(value) if column.convert == "j" else value
+    rows[record_type].append(tuple(row))
+    return record_type
+
+
+def _signatures_ok(value: Any) -> bool:
+    if type(value) is not list or len(value) > MAX_SIGNATURES:
+        return False
+    for item in value:
+        if type(item) is not dict or item.keys() != _SIGNATURE_KEYS:
+            return False
+        if _key32(item["key"]) is _NO or _sig64(item["sig"]) is _NO:
+            return False
+    return True
+
+
+def _tokens_ok(value: Any) -> bool:
+    if type(value) is not list or len(value) > MAX_TIMESTAMPS:
+        return False
+    return all(b64u_accepts(t) and 0 < len(t) * 3 // 4 <= MAX_TOKEN_BYTES for t in value)
+
+
+def _non_ascii_name(value: Any) -> bool:
+    """Whether any object member name in ``value`` is not ASCII (spec §2 forbids them)."""
+    if type(value) is dict:
+        return any(not k.isascii() or _non_ascii_name(v) for k, v in value.items())
+    if type(value) is list:
+        return any(_non_ascii_name(v) for v in value)
+    return False
