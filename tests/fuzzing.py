@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from auditor.checkids import CHECK_IDS
 from auditor.crypto import rfc3161
 from auditor.crypto.ecies import combine_private, decrypt
@@ -52,12 +54,13 @@ from auditor.model.records import BallotTemplate
 from auditor.net.client import parse_log_page
 from auditor.report.signed import sign_report, verify_report
 from auditor.sim.election import SimConfig, simulate
-from auditor.sources import RawRecord, iter_source, open_record
+from auditor.sources import RawRecord, Rejection, iter_source, open_record
+from auditor.store.bulk import prepare_batch, table_schema
 from auditor.store.car import read_car, write_car
 from auditor.store.evidence import Prepared, prepare
 from auditor.trust import load_trust
 
-__all__ = ["TARGETS", "Corpus", "Target", "build_corpus", "mutate", "run_target"]
+__all__ = ["TARGETS", "Corpus", "Target", "build_corpus", "bulk_agrees", "mutate", "run_target"]
 
 
 # ---------------------------------------------------------------------------- the corpus
@@ -257,7 +260,26 @@ def _harvest(c: Corpus, data: bytes) -> str:
     prepared = prepare(RawRecord(data, claimed, "fuzz"))
     opened = open_record(RawRecord(data, claimed, "fuzz"))
     assert isinstance(prepared, Prepared) == isinstance(opened, Envelope)
+    bulk_agrees(RawRecord(data, claimed, "fuzz"))
     return "accepted" if isinstance(prepared, Prepared) else "refused"
+
+
+def bulk_agrees(raw: RawRecord) -> bool:
+    """Assert that the harvest's bulk path makes of ``raw`` exactly what the record-by-record
+    path does (acceptance, CID, type, every row); True if the fast path itself took it."""
+    batch = prepare_batch([raw])
+    slow = prepare(raw)
+    if isinstance(slow, Rejection):
+        assert batch.cids == [None] and batch.fast == 0, f"bulk accepted what {slow.reason!r} refuses"
+        assert batch.rejected == [(0, slow.check, slow.reason)]
+        return False
+    assert batch.cids == [slow.cid] and batch.types == [slow.type]
+    assert set(batch.tables) == {t for t, rows in slow.rows.items() if rows}
+    for table, rows in slow.rows.items():
+        if rows:
+            expected = pa.Table.from_pylist(rows, schema=table_schema(table))
+            assert batch.tables[table].equals(expected), f"{table}: bulk rows differ"
+    return batch.fast == 1
 
 
 def _entry(c: Corpus, data: bytes) -> str:

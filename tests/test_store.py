@@ -14,11 +14,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from auditor import sources
 from auditor.errors import InputError
 from auditor.harvest import ArchiveSource, harvest
 from auditor.sim.election import SimConfig, simulate
-from auditor import sources
-from auditor.store import evidence
 from auditor.store.evidence import EvidenceStore, connect, contested_slots
 
 

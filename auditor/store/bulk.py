@@ -324,6 +324,8 @@ def _tables(rows: dict[str, list[tuple[Any, ...]]]) -> dict[str, pa.Table]:
     decoded here, a column at a time (the slow path's rows hold bytes already)."""
     out = {}
     for name, table_rows in rows.items():
+        if not table_rows:
+            continue
         schema = table_schema(name)
         arrays = []
         for values, f in zip(zip(*table_rows, strict=True), schema, strict=True):
