@@ -49,7 +49,15 @@ import orjson
 import pyarrow as pa
 
 from auditor.errors import EncodingError
-from auditor.limits import MAX_JSON_CONTAINERS, MAX_SIGNATURES, MAX_TIMESTAMPS, MAX_TOKEN_BYTES
+from auditor.limits import (
+    MAX_JSON_CONTAINERS,
+    MAX_OPTIONS,
+    MAX_QUESTIONS,
+    MAX_SIGNATURES,
+    MAX_TEXT_CHARS,
+    MAX_TIMESTAMPS,
+    MAX_TOKEN_BYTES,
+)
 from auditor.model.encoding import (
     CID_PREFIX,
     MAX_ENVELOPE_BYTES,
@@ -111,6 +119,10 @@ def decode_b64u(texts: Sequence[str]) -> list[bytes]:
     # 'A' (zero bits), not '=', pads each text: padding mid-stream would end the decoding
     joined = "".join([t + _ZERO_PAD[len(t) & 3] for t in texts]).encode("ascii").translate(_TO_STANDARD)
     data = binascii.a2b_base64(joined)
+    n = len(texts[0])
+    if n and all(len(t) == n for t in texts):  # keys, digests, signatures: slices at a fixed stride
+        size, step = n * 3 // 4, (n + 3) // 4 * 3
+        return [data[i : i + size] for i in range(0, len(data), step)]
     out = []
     pos = 0
     for t in texts:
@@ -136,7 +148,9 @@ def cid_texts(digests: Sequence[bytes]) -> list[str]:
 
 # ---------------------------------------------------------------------------- checks
 
-Check = Callable[[Any], Any]  # a JSON value -> the same value if accepted, else _NO
+# A JSON value -> what its column holds if accepted (the value itself; base64url of no
+# fixed length already decoded, as bytes), else _NO.
+Check = Callable[[Any], Any]
 
 
 def _check_of(plan: Plan) -> Check:
@@ -206,17 +220,82 @@ def _array_check(plan: Plan) -> Check:
     assert plan.item is not None
     item = _check_of(plan.item)
     low, high = plan.min_items, plan.max_items
+    decoded = plan.item.kind == "b64u" and plan.item.length is None  # the items' checks decode them
 
     def check(v: Any) -> Any:
         if type(v) is not list or len(v) < low or (high is not None and len(v) > high):
             return _NO
-        for x in v:
-            if item(x) is _NO:
-                return _NO
-        return v
+        out = [item(x) for x in v]
+        if _NO in out:
+            return _NO
+        return out if decoded else v
 
     return check
 
+
+def _count_ok(v: Any) -> bool:
+    return type(v) is int and 0 <= v <= MAX_SAFE_INT
+
+
+def _histogram_check(value: Any) -> Any:
+    """What :func:`auditor.model.histogram.histogram` accepts, checked without building its
+    copy (the copy equals the value, so the column is the value's JSON)."""
+    if type(value) is not dict or len(value) > MAX_QUESTIONS:
+        return _NO
+    for question, entry in value.items():
+        if not _CODE.fullmatch(question) or type(entry) is not dict or not _count_ok(entry.get("ballots")):
+            return _NO
+        kind = entry.get("type")
+        if kind == "text":
+            if entry.keys() != _TEXT_ENTRY or not _text_values_ok(entry["values"]):
+                return _NO
+            continue
+        check = _OPTION_CHECKS.get(kind) if type(kind) is str else None
+        options = entry.get("options")
+        if check is None or entry.keys() != _OPTIONS_ENTRY or type(options) is not dict:
+            return _NO
+        if len(options) > MAX_OPTIONS:
+            return _NO
+        for name, item in options.items():
+            if not _CODE.fullmatch(name) or not check(item):
+                return _NO
+    return value
+
+
+def _text_values_ok(values: Any) -> bool:
+    if type(values) is not list:
+        return False
+    previous = None
+    for pair in values:
+        if type(pair) is not list or len(pair) != 2:
+            return False
+        answer, count = pair
+        if type(answer) is not str or len(answer) > MAX_TEXT_CHARS or not _count_ok(count):
+            return False
+        key = answer.encode("utf-8")
+        if previous is not None and key <= previous:
+            return False
+        previous = key
+    return True
+
+
+def _rank_ok(v: Any) -> bool:
+    return type(v) is list and len(v) <= MAX_OPTIONS and all(_count_ok(c) for c in v)
+
+
+def _score_ok(v: Any) -> bool:
+    if type(v) is not dict or v.keys() != _SCORE_ENTRY or not _count_ok(v["count"]):
+        return False
+    total = v["sum"]
+    return type(total) is int and -MAX_SAFE_INT <= total <= MAX_SAFE_INT
+
+
+_TEXT_ENTRY = frozenset(("type", "ballots", "values"))
+_OPTIONS_ENTRY = frozenset(("type", "ballots", "options"))
+_SCORE_ENTRY = frozenset(("count", "sum"))
+_OPTION_CHECKS: dict[str, Callable[[Any], bool]] = {"select": _count_ok, "rank": _rank_ok, "score": _score_ok}
+# Validators with a check of their own here, beside those a Plan describes.
+_CHECKS: dict[Callable[[Any, str], Any], Check] = {histogram: _histogram_check}
 
 _key32 = _check_of(Plan("b64u", length=32))
 _sig64 = _check_of(Plan("b64u", length=64))
@@ -257,7 +336,10 @@ def _program(record_type: str) -> _Program:
     checks, planned = [], set()
     for name, validator in validators.items():
         plan = PLANS.get(validator)
-        if plan is not None and (plan.kind != "array" or plan.item is not None):
+        if validator in _CHECKS:
+            checks.append((name, _CHECKS[validator]))
+            planned.add(name)
+        elif plan is not None and (plan.kind != "array" or plan.item is not None):
             checks.append((name, _check_of(plan)))
             planned.add(name)
         else:
@@ -468,10 +550,11 @@ def _fast(data: bytes, cid: str, rows: dict[str, list[tuple[Any, ...]]], seen: s
             table.append((cid, idx, token))
     row = [cid, *program.direct(got)]
     for index, column in program.fixups:
-        if column.member is None:
+        member = column.member
+        if member is None:
             row[index] = column.extract(struct)
-        else:
-            value = got[column.member]
+        else:  # a planned member's JSON value is what its validator would return
+            value = body[member] if member in program.planned else got[member]
             row[index] = json_text(value) if column.convert == "j" else value
     rows[record_type].append(tuple(row))
     return record_type
