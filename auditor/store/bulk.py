@@ -446,15 +446,18 @@ def prepare_batch(
     under (a CAR's), compared with the bytes' digests as they are."""
     from auditor.store.evidence import prepare  # the slow path; evidence imports this module
 
-    batch = PreparedBatch()
+    batch = PreparedBatch(
+        locations=[r.location for r in raws],
+        claimed=[r.claimed_cid for r in raws],
+        sizes=[len(r.raw) for r in raws],
+    )
     rows: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     seen: set[str] = set()
     digests = [hashlib.sha256(r.raw).digest() for r in raws]
     texts = cid_texts(digests)
+    cids, types = batch.cids, batch.types
+    fast = 0
     for i, raw in enumerate(raws):
-        batch.locations.append(raw.location)
-        batch.claimed.append(raw.claimed_cid)
-        batch.sizes.append(len(raw.raw))
         record_type = None
         if raw.defect is None:
             if binary_cids is not None and binary_cids[i] is not None:
@@ -464,24 +467,25 @@ def prepare_batch(
             if matches:
                 record_type = _fast(raw.raw, texts[i], rows, seen)
         if record_type is not None:
-            batch.fast += 1
-            batch.cids.append(texts[i])
-            batch.types.append(record_type)
+            fast += 1
+            cids.append(texts[i])
+            types.append(record_type)
             continue
         prepared = prepare(raw)
         if isinstance(prepared, Rejection):
-            batch.cids.append(None)
-            batch.types.append(None)
+            cids.append(None)
+            types.append(None)
             batch.rejected.append((i, prepared.check, prepared.reason))
             batch.raws[i] = raw.raw
             continue
-        batch.cids.append(prepared.cid)
-        batch.types.append(prepared.type)
+        cids.append(prepared.cid)
+        types.append(prepared.type)
         if prepared.cid not in seen:
             seen.add(prepared.cid)
             for table, table_rows in prepared.rows.items():
                 names = table_schema(table).names
                 rows[table].extend(tuple(row[n] for n in names) for row in table_rows)
+    batch.fast = fast
     batch.resume = next((r.resume for r in reversed(raws) if r.resume is not None), None)
     batch.tables = _tables(rows)
     return batch

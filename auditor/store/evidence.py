@@ -78,6 +78,9 @@ BASE_TABLES: dict[str, pa.Schema] = {
     ),
 }
 ALL_TABLES: dict[str, pa.Schema] = {**BASE_TABLES, **{t: schema_of(t) for t in TABLES}}
+_UNIQUE_TEXT = frozenset(
+    ("cid", "location", "reason", "claimed_cid")
+)  # text columns of (nearly) unique values
 QUARANTINE_RAW_LIMIT = 64 * 1024  # keep this much of a bad record's bytes (the size is in the reason)
 
 
@@ -233,7 +236,12 @@ class EvidenceStore:
         name = f"part-{self.log['next_part']:06d}.parquet"
         self.log["next_part"] += 1
         tmp = folder / (name + ".tmp")
-        pq.write_table(data, tmp, compression="zstd")
+        # Dictionaries only where values repeat (record types, elections, districts...);
+        # statistics (row-group skipping) for all but the binary columns (bytes with no order
+        # a query uses). Both cost time on a column of unique blobs, for nothing.
+        strings = [f.name for f in data.schema if f.type == pa.string() and f.name not in _UNIQUE_TEXT]
+        ordered = [f.name for f in data.schema if f.type not in (pa.binary(), pa.list_(pa.binary()))]
+        pq.write_table(data, tmp, compression="zstd", use_dictionary=strings, write_statistics=ordered)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, folder / name)
