@@ -595,23 +595,25 @@ def _print_advisory(console: Any, result: Any) -> None:
 
 
 def _cache_lines(cache: dict[str, Any] | None) -> list[str]:
-    """What the result cache gave: "cache FOLDER: signatures 20,944 (20,900 reused, 44
-    checked), …", then every part ignored and why."""
+    """What the result cache gave ("signatures: 20,944 (20,687 reused from the cache, 257
+    checked)", …), then every part ignored and why, and what went wrong with the cache."""
     if cache is None:
-        return ["cache: not used (--no-cache)"]
+        return ["result cache: not used (--no-cache)"]
     lines = []
     if cache["used"]:
-        verbs = {"signatures": "checked", "tokens": "checked", "blocks": "decrypted"}
-        counts = ", ".join(
-            f"{'recounted blocks' if kind == 'blocks' else kind} "
-            f"{cache['reused'][kind] + cache['checked'][kind]:,} "
-            f"({cache['reused'][kind]:,} reused from the cache, {cache['checked'][kind]:,} {verb})"
-            for kind, verb in verbs.items()
-        )
-        lines.append(f"cache {cache['folder']}: {counts}")
+        lines.append(f"result cache {cache['folder']}:")
+        for kind, name, verb in (
+            ("signatures", "signatures", "checked"),
+            ("tokens", "timestamp tokens", "checked"),
+            ("blocks", "recounted blocks", "decrypted"),
+        ):
+            reused, computed = cache["reused"][kind], cache["checked"][kind]
+            lines.append(
+                f"  {name}: {reused + computed:,} ({reused:,} reused from the cache, {computed:,} {verb})"
+            )
         for reason, parts in cache["ignoredParts"].items():
-            lines.append(f"cache: {parts:,} part(s) ignored, {reason}")
-    lines.extend(f"cache: {note}" for note in cache["notes"])
+            lines.append(f"  {parts:,} part(s) ignored: {reason}")
+    lines.extend(f"  {note}" for note in cache["notes"])
     return lines
 
 

@@ -312,7 +312,7 @@ def test_e_corrupt_parts_are_ignored_with_a_note(
         )
         .output
     )
-    assert "cache: 1 part(s) ignored, unreadable (ArrowInvalid)" in output
+    assert "  1 part(s) ignored: unreadable (ArrowInvalid)" in output
 
 
 def test_e_an_unsafe_or_broken_key_turns_the_cache_off(
@@ -466,11 +466,11 @@ def test_cli_says_what_it_reused_and_the_report_does_not(clean: Path, tmp_path: 
         reports.append((out / "report.json").read_bytes())
     assert reports[0] == reports[1] == reports[2]  # signed bytes: nothing measured goes in
     cache = out / "findings" / "cache"
-    assert f"cache {cache}: signatures" in outputs[1]
-    assert "(0 reused from the cache," in outputs[0]
-    assert ", 0 checked), tokens" in outputs[1] and "(0 decrypted)" not in outputs[1]
-    assert ", 0 decrypted)" in outputs[1]
-    assert "cache: not used (--no-cache)" in outputs[2]
+    assert f"result cache {cache}:\n  signatures: " in outputs[1]
+    assert outputs[0].count("(0 reused from the cache, ") == 3
+    assert outputs[1].count(" reused from the cache, 0 checked)") == 2
+    assert " reused from the cache, 0 decrypted)" in outputs[1]
+    assert "result cache: not used (--no-cache)" in outputs[2]
     assert b"reused" not in reports[1]
 
 

@@ -600,3 +600,5 @@ def open_cache(folder: Path, *, key_folder: Path | None = None) -> tuple[ResultC
         return ResultCache(folder, user_secret(key_folder), logic_hash()), ""
     except CacheError as e:
         return None, str(e)
+    except OSError as e:  # the folder itself cannot be listed
+        return None, f"the cache folder {folder} cannot be read ({e})"
