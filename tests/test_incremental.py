@@ -285,12 +285,15 @@ def test_e_corrupt_parts_are_ignored_with_a_note(
     data = b"authenticated, yet not Parquet"
     (cache / f"token-{forged._tag('token', data)}.parquet").write_bytes(data)
     token.unlink()
+    (cache / f"sig-{'1' * 64}.parquet").symlink_to("/dev/zero")  # endless, if it were read
+    os.mkfifo(cache / f"token-{'2' * 64}.parquet")  # blocks whoever opens it, if opened so
     result = _verify(store, trust, cache)
     assert result.cache is not None
     assert result.cache["ignoredParts"] == {
         FORGED: 2,  # the cut part, the garbage
         "not named as a part of this cache": 1,
         "unreadable (ArrowInvalid)": 1,
+        "unreadable, or not a regular file": 2,
     }
     assert result.cache["reused"]["signatures"] == result.cache["reused"]["tokens"] == 0
     assert result.cache["checked"]["blocks"] == 0  # the block part is intact

@@ -153,8 +153,12 @@ class CacheError(AuditError):
 
 def _key_folder() -> Path:
     base = os.environ.get("XDG_CACHE_HOME", "")
-    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".cache"
-    return root / "vtaudit"
+    if base and Path(base).is_absolute():
+        return Path(base) / "vtaudit"
+    try:
+        return Path.home() / ".cache" / "vtaudit"
+    except RuntimeError as e:  # no $HOME and no password entry
+        raise CacheError(f"no place for the cache key: $XDG_CACHE_HOME is not set and {e}") from e
 
 
 def user_secret(folder: Path | None = None) -> bytes:
@@ -177,7 +181,7 @@ def user_secret(folder: Path | None = None) -> bytes:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         try:
             info = os.fstat(fd)
             key = os.read(fd, KEY_BYTES + 1)
@@ -314,13 +318,8 @@ class ResultCache:
             self._ignore("not named as a part of this cache")
             return
         kind, tag = match.groups()
-        try:
-            if path.stat().st_size > MAX_PART_BYTES:
-                self._ignore(f"larger than {MAX_PART_BYTES // 2**20} MiB")
-                return
-            data = path.read_bytes()
-        except OSError:
-            self._ignore("unreadable")
+        data = self._read(path)
+        if data is None:
             return
         if not hmac.compare_digest(self._tag(kind, data), tag):
             self._ignore("not authenticated by this user's cache key (copied from elsewhere, edited or cut)")
@@ -339,6 +338,36 @@ class ResultCache:
             self._ignore(f"unreadable ({type(e).__name__})")
             return
         self._parts[kind].append(_Part(path, part))
+
+    def _read(self, path: Path) -> bytes | None:
+        """A part's bytes; None (and a reason counted) for anything but a regular file of
+        at most MAX_PART_BYTES: a link, a FIFO or a device put there must not stall us."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            self._ignore("unreadable, or not a regular file")
+            return None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                self._ignore("unreadable, or not a regular file")
+                return None
+            if info.st_size > MAX_PART_BYTES:
+                self._ignore(f"larger than {MAX_PART_BYTES // 2**20} MiB")
+                return None
+            chunks, size = [], 0
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_PART_BYTES:  # grew while read
+                    self._ignore(f"larger than {MAX_PART_BYTES // 2**20} MiB")
+                    return None
+            return b"".join(chunks)
+        except OSError:
+            self._ignore("unreadable, or not a regular file")
+            return None
+        finally:
+            os.close(fd)
 
     def _index(self, kind: str, part: pq.ParquetFile) -> None:
         """Take a part's results (signatures, tokens) or its keys (blocks); nothing is
@@ -548,7 +577,8 @@ class ResultCache:
         path = self.folder / f"{kind}-{self._tag(kind, data)}.parquet"
         tmp = self.folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
         try:
-            with open(tmp, "wb") as out:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as out:
                 out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
