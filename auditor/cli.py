@@ -444,6 +444,14 @@ def validate(sources: tuple[Path, ...], trust: Path | None, as_json: bool, worke
     help="Skip decryption, the recount and what needs it (the verdict cannot then be verified).",
 )
 @click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Result cache folder: what an earlier run checked is not checked again "
+    "[default: cache/ in the findings folder].",
+)
+@click.option("--no-cache", is_flag=True, help="Check everything again; neither read nor write the cache.")
+@click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=2,
@@ -459,6 +467,8 @@ def verify(
     as_json: bool,
     quiet: bool,
     no_recount: bool,
+    cache_dir: Path | None,
+    no_cache: bool,
     workers: int,
 ) -> None:
     """Run every audit check of spec §8 and print one line per check.
@@ -470,10 +480,16 @@ def verify(
     evidence or the trust file could not be read. Without --trust the result only says
     the evidence is self-consistent: it is not anchored to known authorities.
 
+    Signatures, timestamp tokens and decrypted blocks that an earlier run checked are
+    taken from the result cache (checked again when the cache is not this user's, or
+    was made by another version or with another trust file); the output says how many.
+    The findings are the same with or without it.
+
     \b
     Example:
       vtaudit verify demo-out/election/evidence.car --trust demo-out/election/trust.toml
       vtaudit verify demo-out/evidence --trust demo-out/election/trust.toml --json
+      vtaudit verify demo-out/evidence --trust demo-out/election/trust.toml --no-cache
     """
     import tempfile
 
@@ -482,14 +498,23 @@ def verify(
     from auditor.harvest import is_store, store_of
     from auditor.trust import load_trust
 
+    _check_cache_options(cache_dir, no_cache)
     trusted = load_trust(trust) if trust else None
     console = Console(stderr=True, quiet=quiet or as_json)
     with tempfile.TemporaryDirectory(prefix="vtaudit-store-") as scratch:
         default_out = evidence / "audit" if is_store(evidence) else Path("vtaudit-audit")
         with console.status(f"reading {evidence}…"):
             store = store_of(evidence, Path(scratch), workers=workers)
+        out = findings_dir or default_out
         result, findings_path = _verify_and_write(
-            console, store, trusted, findings_dir or default_out, workers, election, recount=not no_recount
+            console,
+            store,
+            trusted,
+            out,
+            workers,
+            election,
+            recount=not no_recount,
+            cache=None if no_cache else cache_dir or out / "cache",
         )
     if as_json:
         summary = result.summary()
@@ -501,6 +526,13 @@ def verify(
     sys.exit(0 if result.verified else 1)
 
 
+def _check_cache_options(cache_dir: Path | None, no_cache: bool) -> None:
+    from auditor.errors import InputError
+
+    if cache_dir is not None and no_cache:
+        raise InputError("--cache and --no-cache exclude each other: give one")
+
+
 def _verify_and_write(
     console: Any,
     store: Path,
@@ -510,9 +542,11 @@ def _verify_and_write(
     election: str | None,
     *,
     recount: bool = True,
+    cache: Path | None = None,
 ) -> tuple[Any, Path]:
     """Verify ``store`` with a status line, then write the findings Parquet files to ``out``
-    (the recount's answers.parquet goes there too): what `verify` and `audit` share."""
+    (the recount's answers.parquet goes there too): what `verify` and `audit` share.
+    ``cache`` is the result cache folder (None: no cache)."""
     from auditor.verify.engine import verify_store
     from auditor.verify.findings import write_findings
 
@@ -525,6 +559,7 @@ def _verify_and_write(
             progress=lambda stage: status.update(f"verifying: {stage}…"),
             recount=recount,
             audit_dir=out,
+            cache=cache,
         )
     findings_path, _ = write_findings(result.outcomes, result.findings, out)
     return result, findings_path
@@ -557,6 +592,29 @@ def _print_advisory(console: Any, result: Any) -> None:
                     f"  instant runoff, {ballot['district']} / {irv['question']}: "
                     f"{rounds[-1].get('winner') or 'no winner'} after {len(rounds)} round(s)"
                 )
+
+
+def _cache_lines(cache: dict[str, Any] | None) -> list[str]:
+    """What the result cache gave ("signatures: 20,944 (20,687 reused from the cache, 257
+    checked)", …), then every part ignored and why, and what went wrong with the cache."""
+    if cache is None:
+        return ["result cache: not used (--no-cache)"]
+    lines = []
+    if cache["used"]:
+        lines.append(f"result cache {cache['folder']}:")
+        for kind, name, verb in (
+            ("signatures", "signatures", "checked"),
+            ("tokens", "timestamp tokens", "checked"),
+            ("blocks", "recounted blocks", "decrypted"),
+        ):
+            reused, computed = cache["reused"][kind], cache["checked"][kind]
+            lines.append(
+                f"  {name}: {reused + computed:,} ({reused:,} reused from the cache, {computed:,} {verb})"
+            )
+        for reason, parts in cache["ignoredParts"].items():
+            lines.append(f"  {parts:,} part(s) ignored: {reason}")
+    lines.extend(f"  {note}" for note in cache["notes"])
+    return lines
 
 
 def _short(text: str, limit: int = 90) -> str:
@@ -609,6 +667,8 @@ def _print_verification(result: Any, trust: Path | None, findings_path: Path) ->
         console.print(f"[bold red]internal error:[/] {error}")
     stages = ", ".join(f"{s.name} {s.seconds:.1f} s" for s in result.stages)
     console.print(f"stages: {stages}")
+    for line in _cache_lines(result.cache):
+        console.print(line, soft_wrap=True)
     console.print(f"findings written to {findings_path}")
     _print_advisory(console, result)
     for ballot in result.ballots:
@@ -655,6 +715,14 @@ def _print_verification(result: Any, trust: Path | None, findings_path: Path) ->
 @click.option("--no-pdf", is_flag=True, help="Write the JSON and HTML reports only.")
 @click.option("--quiet", is_flag=True, help="No progress, only the result.")
 @click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Result cache folder: what an earlier run checked is not checked again "
+    "[default: OUT/findings/cache].",
+)
+@click.option("--no-cache", is_flag=True, help="Check everything again; neither read nor write the cache.")
+@click.option(
     "--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Processes for the work."
 )
 @click.pass_context
@@ -669,6 +737,8 @@ def audit(
     election: str | None,
     no_pdf: bool,
     quiet: bool,
+    cache_dir: Path | None,
+    no_cache: bool,
     workers: int,
 ) -> None:
     """Harvest, verify, recount and write the signed reports, in one command.
@@ -677,7 +747,9 @@ def audit(
     harvested into OUT/evidence (running again resumes). Then every check of spec §8
     runs, the votes are recounted, and OUT gets report.json (signed with the auditor's
     Ed25519 key), report.html and report.pdf (PAdES-signed). Exit code 0: verified
-    (possibly with warnings); 1: not verified; 2: bad input.
+    (possibly with warnings); 1: not verified; 2: bad input. Running again after new
+    records were published checks only what is new (the result cache, as in `vtaudit
+    verify`); the report is the same with or without the cache.
 
     \b
     Example:
@@ -691,12 +763,22 @@ def audit(
     from auditor.report.publish import publish
     from auditor.trust import load_trust
 
+    _check_cache_options(cache_dir, no_cache)
     trusted = load_trust(trust) if trust else None
     key_folder = load_key_folder(keys)
     store = out / "evidence"
     ctx.invoke(harvest, sources=sources, out=store, quiet=True, workers=workers)
     console = Console(stderr=True, quiet=quiet)
-    result, findings_path = _verify_and_write(console, store, trusted, out / "findings", workers, election)
+    findings = out / "findings"
+    result, findings_path = _verify_and_write(
+        console,
+        store,
+        trusted,
+        findings,
+        workers,
+        election,
+        cache=None if no_cache else cache_dir or findings / "cache",
+    )
     if not quiet:
         _print_verification(result, trust, findings_path)
     with console.status("writing the reports…"):

@@ -13,6 +13,9 @@ Opening an audit does the work that every later check relies on, once:
 4. verify every timestamp token in worker processes (asn1crypto is pure Python) against
    the election's TSA certificates; a record's **proven time** is the latest genTime of
    its valid tokens (spec §3) and is registered as the table ``proven``.
+
+With a result cache (auditor.verify.cache), steps 3 and 4 verify only what the cache
+does not answer, and keep what they verified for the next run.
 """
 
 from __future__ import annotations
@@ -38,9 +41,10 @@ from auditor.model.envelope import SIGNING_PREFIX, Envelope, parse_envelope
 from auditor.parallel import bounded_map
 from auditor.store.evidence import connect
 from auditor.trust import Trust
+from auditor.verify.cache import Lookup, ResultCache, Signed, TokenResult
 from auditor.verify.findings import Findings
 
-__all__ = ["SMALL_TYPES", "Audit", "Stage", "arrow", "distinct_content", "fmt_time"]
+__all__ = ["SMALL_TYPES", "Audit", "Stage", "arrow", "distinct_content", "fmt_time", "reuse_note"]
 
 # Record types parsed in full: few per election, whatever the number of voters.
 SMALL_TYPES = (
@@ -114,6 +118,7 @@ class Audit:
         workers: int = 2,
         election: str | None = None,
         out: Path | None = None,
+        cache: ResultCache | None = None,
     ) -> None:
         self.root = root
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
@@ -123,6 +128,8 @@ class Audit:
         self.out = out  # the audit folder: the recount writes answers.parquet there
         self.trust = trust
         self.workers = max(1, workers)
+        self.cache = cache  # results of earlier runs, by content (None: compute everything)
+        self.details: dict[str, str] = {}  # step name -> what its stage did, for Stage.detail
         self.con = connect(root)
         self.findings = Findings()
         self.stages: list[Stage] = []
@@ -294,13 +301,20 @@ class Audit:
         sigs = table.column("sig").to_pylist()
         digests = self._digests(table)
         triples = list(zip(keys, sigs, digests, strict=True))
-        ok: list[bool] = []
-        if len(triples) <= SIG_BATCH or self.workers == 1:
-            ok = _verify_batch(triples)
+        found: Lookup[Signed, bool] = (
+            self.cache.signatures(triples) if self.cache else Lookup.nothing(triples)
+        )
+        todo = found.todo
+        fresh: list[bool] = []
+        if len(todo) <= SIG_BATCH or self.workers == 1:
+            fresh = _verify_batch(todo)
         else:
             with ThreadPoolExecutor(max_workers=self.workers) as pool:
-                for part in bounded_map(pool, _verify_batch, _chunks(triples, SIG_BATCH), 4 * self.workers):
-                    ok.extend(part)
+                for part in bounded_map(pool, _verify_batch, _chunks(todo, SIG_BATCH), 4 * self.workers):
+                    fresh.extend(part)
+        ok = found.merge(fresh)
+        if self.cache:
+            self.cache.keep_signatures(found, fresh)
         sig_ok = pa.table(
             {
                 "cid": table.column("cid"),
@@ -318,7 +332,8 @@ class Audit:
         ):
             self.valid_signers[cid].add(b64u_encode(bytes(key)))
         bad = len(ok) - sum(ok)
-        return f"{len(ok):,} signatures, {bad:,} do not verify, {self.workers} threads"
+        reused = reuse_note(found.reused, len(todo)) if self.cache else ""
+        return f"{len(ok):,} signatures{reused}, {bad:,} do not verify, {self.workers} threads"
 
     def _digests(self, table: pa.Table) -> list[bytes]:
         """The digest column; stores written before it existed get it from the raw bytes."""
@@ -359,7 +374,7 @@ class Audit:
         types = table.column("type").to_pylist()
         pairs = list(zip(table.column("token").to_pylist(), self._digests(table), strict=True))
         certs, roots = self.tsa_certificates(), (self.trust.tsa_roots if self.trust else ())
-        results: list[tuple[int | None, tuple[str, ...], tuple[str, ...]]] = []
+        fresh: list[TokenResult] = []
         if self.election is None:
             self.findings.skip("TSA-TOKEN", "no election record lists the timestamp authorities")
             self.findings.skip("TSA-IMPRINT", "no election record lists the timestamp authorities")
@@ -370,15 +385,23 @@ class Audit:
                 empty.append_column("ok", pa.array([], pa.bool_())).rename_columns(["cid", "gen_time", "ok"]),
             )
             return "skipped: no election"
-        if len(pairs) <= 4 * TOKEN_BATCH or self.workers == 1:
+        context = ResultCache.token_context(certs, roots)
+        found: Lookup[tuple[bytes, bytes], TokenResult] = (
+            self.cache.tokens(context, pairs) if self.cache else Lookup.nothing(pairs)
+        )
+        todo = found.todo
+        if len(todo) <= 4 * TOKEN_BATCH or self.workers == 1:
             _init_tokens(certs, roots)
-            results = _token_batch(pairs)
+            fresh = _token_batch(todo)
         else:
             with ProcessPoolExecutor(
                 max_workers=self.workers, initializer=_init_tokens, initargs=(certs, roots)
             ) as pool:
-                for part in bounded_map(pool, _token_batch, _chunks(pairs, TOKEN_BATCH), 4 * self.workers):
-                    results.extend(part)
+                for part in bounded_map(pool, _token_batch, _chunks(todo, TOKEN_BATCH), 4 * self.workers):
+                    fresh.extend(part)
+        results = found.merge(fresh)
+        if self.cache:
+            self.cache.keep_tokens(found, fresh)
         proven: dict[str, int] = {}
         good: list[bool] = []
         for cid, idx, record_type, (gen_time, token_problems, imprint_problems) in zip(
@@ -414,8 +437,9 @@ class Audit:
                 {"cid": pa.array(list(proven), pa.string()), "t": pa.array(list(proven.values()), pa.int64())}
             ),
         )
-        workers = 1 if len(pairs) <= 4 * TOKEN_BATCH else self.workers
-        return f"{len(results):,} tokens, {len(certs)} listed TSA certificates, {workers} processes"
+        workers = 1 if len(todo) <= 4 * TOKEN_BATCH else self.workers
+        reused = reuse_note(found.reused, len(todo)) if self.cache else ""
+        return f"{len(results):,} tokens{reused}, {len(certs)} listed TSA certificates, {workers} processes"
 
     # ------------------------------------------------------------------ shared judgements
 
@@ -432,6 +456,12 @@ class Audit:
             relation = "after" if end_inclusive else "at or after"
             return f"its proven time {fmt_time(t)} is {relation} {end} ({fmt_time(hi)})"
         return ""
+
+
+def reuse_note(reused: int, computed: int, verb: str = "checked") -> str:
+    """What a stage took from the result cache, for its detail: " (N reused from the
+    cache, M checked)"."""
+    return f" ({reused:,} reused from the cache, {computed:,} {verb})"
 
 
 def distinct_content(audit: Audit, records: Iterable[Envelope]) -> list[Envelope]:

@@ -20,6 +20,7 @@ from auditor.checkids import CHECK_IDS
 from auditor.trust import Trust
 from auditor.verify import advisory, authority, blocks, election, keys, outcome, records, recount, results
 from auditor.verify.answers import ANSWERS
+from auditor.verify.cache import ResultCache, open_cache
 from auditor.verify.context import Audit, Stage
 from auditor.verify.findings import CheckOutcome, Finding
 
@@ -82,6 +83,9 @@ class Verification:
     seconds: float = 0.0
     ballots: list[dict[str, Any]] = field(default_factory=list)  # per template: recount and runoff
     advisory: dict[str, Any] = field(default_factory=dict)  # not checks: turnout, small blocks, outliers
+    # the result cache: folder, what was reused and checked, parts ignored (None: no cache).
+    # Measured, like stages and seconds: never part of the report body.
+    cache: dict[str, Any] | None = None
 
     @property
     def verified(self) -> bool:
@@ -101,6 +105,7 @@ class Verification:
             "internalErrors": self.internal_errors,
             "ballots": self.ballots,
             "advisory": self.advisory,
+            "cache": self.cache,
             "seconds": round(self.seconds, 3),
         }
 
@@ -125,19 +130,44 @@ def verify_store(
     progress: Callable[[str], None] | None = None,
     recount: bool = True,
     audit_dir: Path | None = None,
+    cache: Path | None = None,
 ) -> Verification:
     """Run every check of spec §8 over the evidence store at ``root``; ``recount=False``
     skips decryption and everything that needs it (the verdict cannot then be verified).
     The recount writes ``answers.parquet`` into ``audit_dir`` (a temporary folder when
-    None); an earlier run's file there is removed first."""
+    None); an earlier run's file there is removed first.
+
+    ``cache`` is a result cache folder (auditor.verify.cache): signatures, tokens and
+    recounted blocks it holds (under this user's key) are not checked again, and what is
+    checked is added to it. The findings are the same with or without it."""
     started = time.perf_counter()
     if audit_dir is not None:
         (audit_dir / ANSWERS).unlink(missing_ok=True)
-    audit = Audit(root, trust, workers=workers, election=election, out=audit_dir)
+    results, unusable = open_cache(cache) if cache is not None else (None, "")
+    audit = Audit(root, trust, workers=workers, election=election, out=audit_dir, cache=results)
+    if results is not None:
+        parts = sum(results.parts().values())
+        audit.stages.append(
+            Stage(
+                "cache",
+                time.perf_counter() - started,
+                f"{parts:,} parts read, {sum(results.ignored.values()):,} ignored",
+            )
+        )
     try:
-        return _run(audit, trust, recount, progress, started)
+        verification = _run(audit, trust, recount, progress, started)
     finally:
         audit.close()
+    if cache is not None:
+        verification.cache = _cache_summary(cache, results, unusable)
+    return verification
+
+
+def _cache_summary(folder: Path, cache: ResultCache | None, unusable: str) -> dict[str, Any]:
+    if cache is None:
+        return {"folder": str(folder), "used": False, "notes": [f"the cache was not used: {unusable}"]}
+    cache.finish()
+    return {"used": True, **cache.summary()}
 
 
 def _run(
@@ -161,9 +191,10 @@ def _run(
                 audit.findings.skip(check, missing)
             continue
         say(step.name)
-        with audit.stage(step.name):
+        with audit.stage(step.name) as stage:
             try:
                 step.run(audit)
+                stage.detail = audit.details.pop(step.name, "")
             except Exception as e:
                 if os.environ.get("VTAUDIT_DEBUG"):
                     raise

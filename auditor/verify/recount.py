@@ -6,12 +6,16 @@ AEAD and scalar multiplication are in libsodium, the JSON and ballot rules in Py
 A worker returns what was wrong with each block and the rows of its valid votes (the
 answers table, answers.py), which stream into ``answers.parquet`` in the audit folder;
 the histograms, the tally tree and the results are then checked from that table.
+
+With a result cache, the blocks it answers are not decrypted again (``_Plan``): the
+workers get only the others, and every block's rows are taken in CID order, cached or
+not, so the answers table and the findings are those of a run without the cache.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections import defaultdict, deque
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -27,7 +31,9 @@ from auditor.model.entries import VoteEntry, VoterEntry
 from auditor.model.records import BallotTemplate
 from auditor.parallel import bounded_map
 from auditor.verify.answers import AnswerRows, AnswersWriter, Row, record_batch
-from auditor.verify.context import Audit
+from auditor.verify.cache import ResultCache
+from auditor.verify.context import Audit, reuse_note
+from auditor.verify.reuse import cache_rows, from_cache
 from auditor.verify.tally import check_tally
 
 __all__ = ["RECOUNT_CHECKS", "recount"]
@@ -231,6 +237,88 @@ def _batches(audit: Audit, leaves: dict[str, int]) -> Iterator[list[Item]]:
         yield [(c, t, leaves[c], list(m), list(v), list(w)) for c, t, m, v, w in rows]
 
 
+class _Plan:
+    """Which counted blocks the result cache answers and which the workers decrypt.
+
+    ``todo()`` yields the runs of consecutive blocks (in CID order, within one batch) that
+    the cache does not answer; ``merge()`` takes the workers' answers to them, in the same
+    order, and yields every run, cached or decrypted, in CID order. What the workers
+    decrypt is kept in the cache. Without a cache, the batches pass through unchanged."""
+
+    def __init__(self, audit: Audit, leaves: dict[str, int], context: bytes | None) -> None:
+        self.audit = audit
+        self.leaves = leaves
+        self.cache = audit.cache if context is not None else None
+        self.context = context or b""
+        # in CID order: (True, cached rows) or (False, the runs' cache keys), as todo() goes
+        self._runs: deque[tuple[bool, Any]] = deque()
+        self.reused = self.decrypted = 0
+
+    def expected(self) -> int:
+        """How many blocks the workers will probably decrypt (to decide on processes)."""
+        if self.cache is None:
+            return len(self.leaves)
+        return sum(1 for cid in self.leaves if not self.cache.may_have_block(cid))
+
+    def todo(self) -> Iterator[list[Item]]:
+        for batch in _batches(self.audit, self.leaves):
+            if self.cache is None:
+                yield batch
+                continue
+            keys = [self.cache.block_key(self.context, c, t, m, v, w) for c, t, _, m, v, w in batch]
+            found, rows = self.cache.blocks(keys)
+            start = taken = 0
+            while start < len(batch):
+                end = start
+                while end < len(batch) and found[end] == found[start]:
+                    end += 1
+                if found[start]:
+                    self._runs.append((True, rows.slice(taken, end - start)))
+                    taken += end - start
+                else:
+                    self._runs.append((False, keys[start:end]))
+                    yield batch[start:end]
+                start = end
+
+    def merge(self, computed: Iterable[_Batch]) -> Iterator[_Batch]:
+        if self.cache is None:
+            yield from computed
+            return
+        for part in computed:
+            while self._runs[0][0]:
+                yield self._reuse(self._runs.popleft()[1])
+            self._keep(self._runs.popleft()[1], part)
+            yield part
+        while self._runs:
+            yield self._reuse(self._runs.popleft()[1])
+
+    def _reuse(self, rows: pa.Table) -> _Batch:
+        blocks, votes, cells, voters, nonces = from_cache(rows, self.leaves)
+        self.reused += len(blocks)
+        results = [
+            BlockResult(c, t, leaf, n, counted, problems) for c, t, leaf, n, counted, problems in blocks
+        ]
+        return _Batch(results, votes, cells, voters, nonces)
+
+    def _keep(self, keys: list[bytes], part: _Batch) -> None:
+        self.decrypted += len(part.blocks)
+        assert self.cache is not None
+        try:
+            rows = cache_rows(keys, part.blocks, part.votes, part.cells, part.voters, part.nonces)
+        except Exception as e:  # a bug in the conversion: these blocks are just not kept
+            self.cache.notes.append(f"recount results not kept ({type(e).__name__}: {e})")
+            return
+        self.cache.keep_blocks(rows)
+
+    def finish(self) -> str:
+        """Count what was reused; the stage's detail."""
+        if self.cache is None:
+            return ""
+        self.cache.flush()
+        self.cache.count_blocks(self.reused, self.decrypted)
+        return reuse_note(self.reused, self.decrypted, "decrypted")
+
+
 def recount(audit: Audit) -> None:
     """Decrypt every counted block into the answers table, then check the tally trees and results."""
     f = audit.findings
@@ -247,6 +335,8 @@ def recount(audit: Audit) -> None:
         f.fail(
             "DEC-ENTRIES", cid, f"counted block {cid} is not in the evidence: its votes cannot be decrypted"
         )
+    context = ResultCache.recount_context(private_key, templates) if audit.cache else None
+    plan = _Plan(audit, leaves, context)
     blocks: list[Row] = []  # (block, template, leaf, members, counted): the table recount_block
     voters: list[pa.RecordBatch] = []
     nonces: list[pa.RecordBatch] = []
@@ -262,17 +352,17 @@ def recount(audit: Audit) -> None:
             audit.internal_errors.extend(block.errors)
             blocks.append((block.cid, block.template, block.leaf, block.members, block.counted))
 
-    workers = audit.workers if len(leaves) > 4 * BATCH else 1
+    workers = audit.workers if plan.expected() > 4 * BATCH else 1
     try:
         if workers == 1:
             _init(private_key, templates)
-            for batch in _batches(audit, leaves):
-                take(_read_batch(batch))
+            for part in plan.merge(map(_read_batch, plan.todo())):
+                take(part)
         else:
             with ProcessPoolExecutor(
                 max_workers=workers, initializer=_init, initargs=(private_key, templates)
             ) as pool:
-                for part in bounded_map(pool, _read_batch, _batches(audit, leaves), 4 * workers):
+                for part in plan.merge(bounded_map(pool, _read_batch, plan.todo(), 4 * workers)):
                     take(part)
     except BaseException:
         writer.abort()
@@ -280,6 +370,7 @@ def recount(audit: Audit) -> None:
     writer.close(audit.con)
     audit.register("recount_block", pa.Table.from_batches([record_batch(blocks, BLOCK_SCHEMA)]))
     audit.recounted = len(blocks)
+    audit.details["recount"] = f"{len(blocks):,} blocks{plan.finish()}, {workers} processes"
     votes = sum(b[3] for b in blocks)
     note = f"{len(blocks):,} blocks, {votes:,} votes and as many voter entries"
     for check in ("DEC-ENTRIES", "DEC-VOTER", "DEC-NONCE", "BAL-VALID"):
