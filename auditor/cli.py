@@ -14,6 +14,8 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,14 @@ def main() -> None:
       vtaudit simulate --voters 300 --out demo-out/election
       vtaudit validate demo-out/election/evidence.car --trust demo-out/election/trust.toml
     """
+
+
+_cluster_option = click.option(
+    "--cluster",
+    metavar="ADDRESS",
+    help="Run the per-block work (signatures, tokens, decryption, the recount) on the workers of the "
+    "Dask scheduler at ADDRESS (tcp://HOST:8786) instead of on this machine; the findings are the same.",
+)
 
 
 def _list_tampers(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -450,6 +460,7 @@ def validate(sources: tuple[Path, ...], trust: Path | None, as_json: bool, worke
     show_default=True,
     help="Parallel workers for cryptography.",
 )
+@_cluster_option
 @_boundary
 def verify(
     evidence: Path,
@@ -460,6 +471,7 @@ def verify(
     quiet: bool,
     no_recount: bool,
     workers: int,
+    cluster: str | None,
 ) -> None:
     """Run every audit check of spec §8 and print one line per check.
 
@@ -474,6 +486,7 @@ def verify(
     Example:
       vtaudit verify demo-out/election/evidence.car --trust demo-out/election/trust.toml
       vtaudit verify demo-out/evidence --trust demo-out/election/trust.toml --json
+      vtaudit verify demo-out/evidence --trust trust.toml --cluster tcp://10.0.0.5:8786
     """
     import tempfile
 
@@ -484,12 +497,22 @@ def verify(
 
     trusted = load_trust(trust) if trust else None
     console = Console(stderr=True, quiet=quiet or as_json)
-    with tempfile.TemporaryDirectory(prefix="vtaudit-store-") as scratch:
+    with (
+        _runner(console, cluster, workers) as runner,
+        tempfile.TemporaryDirectory(prefix="vtaudit-store-") as scratch,
+    ):
         default_out = evidence / "audit" if is_store(evidence) else Path("vtaudit-audit")
         with console.status(f"reading {evidence}…"):
             store = store_of(evidence, Path(scratch), workers=workers)
         result, findings_path = _verify_and_write(
-            console, store, trusted, findings_dir or default_out, workers, election, recount=not no_recount
+            console,
+            store,
+            trusted,
+            findings_dir or default_out,
+            workers,
+            election,
+            recount=not no_recount,
+            runner=runner,
         )
     if as_json:
         summary = result.summary()
@@ -510,6 +533,7 @@ def _verify_and_write(
     election: str | None,
     *,
     recount: bool = True,
+    runner: Any = None,
 ) -> tuple[Any, Path]:
     """Verify ``store`` with a status line, then write the findings Parquet files to ``out``
     (the recount's answers.parquet goes there too): what `verify` and `audit` share."""
@@ -525,9 +549,24 @@ def _verify_and_write(
             progress=lambda stage: status.update(f"verifying: {stage}…"),
             recount=recount,
             audit_dir=out,
+            runner=runner,
         )
     findings_path, _ = write_findings(result.outcomes, result.findings, out)
     return result, findings_path
+
+
+@contextmanager
+def _runner(console: Any, cluster: str | None, workers: int) -> Iterator[Any]:
+    """Where the per-block work runs: the Dask cluster of --cluster (connected before any
+    work, so that a wrong address fails at once), else ``workers`` local processes."""
+    from auditor.parallel import open_runner
+
+    with console.status(f"connecting to the cluster at {cluster}…") if cluster else nullcontext():
+        runner = open_runner(cluster, workers)
+    try:
+        yield runner
+    finally:
+        runner.close()
 
 
 def _print_advisory(console: Any, result: Any) -> None:
@@ -657,6 +696,7 @@ def _print_verification(result: Any, trust: Path | None, findings_path: Path) ->
 @click.option(
     "--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Processes for the work."
 )
+@_cluster_option
 @click.pass_context
 @_boundary
 def audit(
@@ -670,6 +710,7 @@ def audit(
     no_pdf: bool,
     quiet: bool,
     workers: int,
+    cluster: str | None,
 ) -> None:
     """Harvest, verify, recount and write the signed reports, in one command.
 
@@ -684,6 +725,7 @@ def audit(
       vtaudit keygen --out keys
       vtaudit audit demo-out/election/evidence.car --trust demo-out/election/trust.toml \\
         --keys keys --out demo-out/audit
+      vtaudit audit evidence.car --trust trust.toml --keys keys --out audit --cluster tcp://10.0.0.5:8786
     """
     from rich.console import Console
 
@@ -694,9 +736,12 @@ def audit(
     trusted = load_trust(trust) if trust else None
     key_folder = load_key_folder(keys)
     store = out / "evidence"
-    ctx.invoke(harvest, sources=sources, out=store, quiet=True, workers=workers)
     console = Console(stderr=True, quiet=quiet)
-    result, findings_path = _verify_and_write(console, store, trusted, out / "findings", workers, election)
+    with _runner(console, cluster, workers) as runner:
+        ctx.invoke(harvest, sources=sources, out=store, quiet=True, workers=workers)
+        result, findings_path = _verify_and_write(
+            console, store, trusted, out / "findings", workers, election, runner=runner
+        )
     if not quiet:
         _print_verification(result, trust, findings_path)
     with console.status("writing the reports…"):

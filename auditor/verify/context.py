@@ -21,7 +21,6 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from auditor.crypto.rfc3161 import verify_token
 from auditor.errors import AuditError, InputError
 from auditor.model.encoding import b64u_decode, b64u_encode
 from auditor.model.envelope import SIGNING_PREFIX, Envelope, parse_envelope
-from auditor.parallel import bounded_map
+from auditor.parallel import LocalRunner, Runner, Task
 from auditor.store.evidence import connect
 from auditor.trust import Trust
 from auditor.verify.findings import Findings
@@ -114,6 +113,7 @@ class Audit:
         workers: int = 2,
         election: str | None = None,
         out: Path | None = None,
+        runner: Runner | None = None,
     ) -> None:
         self.root = root
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
@@ -123,6 +123,7 @@ class Audit:
         self.out = out  # the audit folder: the recount writes answers.parquet there
         self.trust = trust
         self.workers = max(1, workers)
+        self.runner = runner or LocalRunner(self.workers)  # where the per-batch work runs (parallel.py)
         self.con = connect(root)
         self.findings = Findings()
         self.stages: list[Stage] = []
@@ -295,12 +296,9 @@ class Audit:
         digests = self._digests(table)
         triples = list(zip(keys, sigs, digests, strict=True))
         ok: list[bool] = []
-        if len(triples) <= SIG_BATCH or self.workers == 1:
-            ok = _verify_batch(triples)
-        else:
-            with ThreadPoolExecutor(max_workers=self.workers) as pool:
-                for part in bounded_map(pool, _verify_batch, _chunks(triples, SIG_BATCH), 4 * self.workers):
-                    ok.extend(part)
+        task = Task("signatures", _verify_batch, threads=True)  # libsodium releases the GIL
+        for part in self.runner.map(task, _chunks(triples, SIG_BATCH), small=len(triples) <= SIG_BATCH):
+            ok.extend(part)
         sig_ok = pa.table(
             {
                 "cid": table.column("cid"),
@@ -318,7 +316,7 @@ class Audit:
         ):
             self.valid_signers[cid].add(b64u_encode(bytes(key)))
         bad = len(ok) - sum(ok)
-        return f"{len(ok):,} signatures, {bad:,} do not verify, {self.workers} threads"
+        return f"{len(ok):,} signatures, {bad:,} do not verify, {self.runner.describe(threads=True)}"
 
     def _digests(self, table: pa.Table) -> list[bytes]:
         """The digest column; stores written before it existed get it from the raw bytes."""
@@ -370,15 +368,10 @@ class Audit:
                 empty.append_column("ok", pa.array([], pa.bool_())).rename_columns(["cid", "gen_time", "ok"]),
             )
             return "skipped: no election"
-        if len(pairs) <= 4 * TOKEN_BATCH or self.workers == 1:
-            _init_tokens(certs, roots)
-            results = _token_batch(pairs)
-        else:
-            with ProcessPoolExecutor(
-                max_workers=self.workers, initializer=_init_tokens, initargs=(certs, roots)
-            ) as pool:
-                for part in bounded_map(pool, _token_batch, _chunks(pairs, TOKEN_BATCH), 4 * self.workers):
-                    results.extend(part)
+        task = Task("tokens", _token_batch, _init_tokens, (certs, roots))
+        small = len(pairs) <= 4 * TOKEN_BATCH
+        for part in self.runner.map(task, _chunks(pairs, TOKEN_BATCH), small=small):
+            results.extend(part)
         proven: dict[str, int] = {}
         good: list[bool] = []
         for cid, idx, record_type, (gen_time, token_problems, imprint_problems) in zip(
@@ -414,8 +407,8 @@ class Audit:
                 {"cid": pa.array(list(proven), pa.string()), "t": pa.array(list(proven.values()), pa.int64())}
             ),
         )
-        workers = 1 if len(pairs) <= 4 * TOKEN_BATCH else self.workers
-        return f"{len(results):,} tokens, {len(certs)} listed TSA certificates, {workers} processes"
+        where = self.runner.describe(small=small)
+        return f"{len(results):,} tokens, {len(certs)} listed TSA certificates, {where}"
 
     # ------------------------------------------------------------------ shared judgements
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from auditor.checkids import CHECK_IDS
+from auditor.errors import ClusterError
+from auditor.parallel import Runner
 from auditor.trust import Trust
 from auditor.verify import advisory, authority, blocks, election, keys, outcome, records, recount, results
 from auditor.verify.answers import ANSWERS
@@ -125,15 +127,18 @@ def verify_store(
     progress: Callable[[str], None] | None = None,
     recount: bool = True,
     audit_dir: Path | None = None,
+    runner: Runner | None = None,
 ) -> Verification:
     """Run every check of spec §8 over the evidence store at ``root``; ``recount=False``
     skips decryption and everything that needs it (the verdict cannot then be verified).
     The recount writes ``answers.parquet`` into ``audit_dir`` (a temporary folder when
-    None); an earlier run's file there is removed first."""
+    None); an earlier run's file there is removed first. The per-batch work runs on
+    ``runner`` (``parallel.open_runner``: a Dask cluster), else on ``workers`` local
+    threads or processes; the result is the same either way."""
     started = time.perf_counter()
     if audit_dir is not None:
         (audit_dir / ANSWERS).unlink(missing_ok=True)
-    audit = Audit(root, trust, workers=workers, election=election, out=audit_dir)
+    audit = Audit(root, trust, workers=workers, election=election, out=audit_dir, runner=runner)
     try:
         return _run(audit, trust, recount, progress, started)
     finally:
@@ -164,6 +169,8 @@ def _run(
         with audit.stage(step.name):
             try:
                 step.run(audit)
+            except ClusterError:  # work was lost, not a bug: no verdict at all (cluster.py)
+                raise
             except Exception as e:
                 if os.environ.get("VTAUDIT_DEBUG"):
                     raise

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -25,7 +24,7 @@ from auditor.model.ballot import vote_problems
 from auditor.model.encoding import b64u_decode, b64u_encode, cid_to_binary, jcs, parse_json
 from auditor.model.entries import VoteEntry, VoterEntry
 from auditor.model.records import BallotTemplate
-from auditor.parallel import bounded_map
+from auditor.parallel import Task
 from auditor.verify.answers import AnswerRows, AnswersWriter, Row, record_batch
 from auditor.verify.context import Audit
 from auditor.verify.tally import check_tally
@@ -262,18 +261,10 @@ def recount(audit: Audit) -> None:
             audit.internal_errors.extend(block.errors)
             blocks.append((block.cid, block.template, block.leaf, block.members, block.counted))
 
-    workers = audit.workers if len(leaves) > 4 * BATCH else 1
+    task = Task("recount", _read_batch, _init, (private_key, templates))
     try:
-        if workers == 1:
-            _init(private_key, templates)
-            for batch in _batches(audit, leaves):
-                take(_read_batch(batch))
-        else:
-            with ProcessPoolExecutor(
-                max_workers=workers, initializer=_init, initargs=(private_key, templates)
-            ) as pool:
-                for part in bounded_map(pool, _read_batch, _batches(audit, leaves), 4 * workers):
-                    take(part)
+        for part in audit.runner.map(task, _batches(audit, leaves), small=len(leaves) <= 4 * BATCH):
+            take(part)
     except BaseException:
         writer.abort()
         raise
