@@ -7,7 +7,9 @@ Without ``--cluster`` it starts a ``distributed.LocalCluster`` of ``--workers``
 single-threaded worker processes on this machine (its start-up is timed apart). Then,
 ``--rounds`` times, it verifies the store with ``--workers`` local threads/processes and
 on the cluster, alternately, and prints each run's wall time and the stages that use
-the runner. The report bodies of every run must be identical (it says so, or stops).
+the runner; first, what one batch costs on the cluster beyond its work (400 batches of
+64 × 700 bytes whose task only counts them). The report bodies of every run must be
+identical (it says so, or stops).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from auditor.model.encoding import jcs
-from auditor.parallel import LocalRunner, Runner
+from auditor.parallel import LocalRunner, Runner, Task
 from auditor.report.body import report_body
 from auditor.trust import load_trust
 from auditor.verify.engine import verify_store
@@ -64,6 +66,13 @@ def main() -> None:
         dask = DaskRunner(address)
         stack.callback(dask.close)
         print(f"connected to {address} in {time.perf_counter() - started:.2f} s")
+        empty = [[b"x" * 700] * 64 for _ in range(400)]  # a recount batch's worth of bytes, no work
+        started = time.perf_counter()
+        assert list(dask.map(Task("empty", len), empty)) == [64] * len(empty)
+        took = time.perf_counter() - started
+        print(
+            f"cost of a batch on the cluster: {took / len(empty) * 1000:.1f} ms ({len(empty)} empty batches)"
+        )
         bodies = set()
         print(f"{'run':<10}{'wall':>8}" + "".join(f"{s:>12}" for s in STAGES) + "  verdict")
         for _ in range(args.rounds):
