@@ -10,7 +10,7 @@ what comes back is each batch's result, taken in the order the batches were sent
 2. a task's per-worker state (``Task.init`` and its arguments) travels as one Dask
    task of its own, on which every batch depends: each worker fetches it once and keeps
    it while the stage runs, and Dask recomputes it if the worker holding it dies;
-3. each batch is one task, sent pickled (Dask never looks inside), at most four per
+3. each batch is one task, sent whole (Dask does not walk its rows), at most four per
    worker thread in flight; a batch whose worker dies is run again elsewhere by the
    scheduler (``distributed.scheduler.allowed-failures``, 3 by default);
 4. a batch that cannot be done (its workers kept dying, the scheduler went away) stops
@@ -24,7 +24,6 @@ system, no copy of the evidence.
 
 from __future__ import annotations
 
-import pickle
 import threading
 import uuid
 from collections import deque
@@ -104,7 +103,7 @@ class DaskRunner:
         run = uuid.uuid4().hex
         state: Future[Any] | None = None
         if task.init is not None:
-            state = self.client.submit(_unpack, _pack(task.initargs), key=f"vtaudit-{task.name}-init-{run}")
+            state = self.client.submit(_unseal, _Sealed(task.initargs), key=f"vtaudit-{task.name}-init-{run}")
         window = IN_FLIGHT_PER_THREAD * self._threads()
         pending: deque[Future[Any]] = deque()
         sent = 0
@@ -118,7 +117,7 @@ class DaskRunner:
                         task.init,
                         state.key if state is not None else "",
                         state,
-                        _pack(batch),
+                        _Sealed(batch),
                         key=f"vtaudit-{task.name}-{run}-{sent}",
                     )
                 )
@@ -151,13 +150,18 @@ class DaskRunner:
         self.client.close()
 
 
-def _pack(value: Any) -> bytes:
-    """Pickled, so that Dask neither copies nor walks a batch looking for tasks in it."""
-    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+class _Sealed:
+    """A batch or a task's init arguments, in a box Dask sends whole (with its own
+    serialization, as it sends every task) without walking the rows inside for futures."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
 
-def _unpack(data: bytes) -> Any:
-    return pickle.loads(data)
+def _unseal(sealed: _Sealed) -> Any:
+    return sealed.value
 
 
 # ---------------------------------------------------------------------------- on a worker
@@ -178,7 +182,7 @@ def _run(
     init: Callable[..., None] | None,
     token: str,
     initargs: tuple[Any, ...] | None,
-    packed: bytes,
+    sealed: _Sealed,
 ) -> Any:
     """One batch on a worker, after ``init(*initargs)`` if this process has not run it
     for ``token`` yet. Batches of one task share the threads; a batch of another task
@@ -186,7 +190,7 @@ def _run(
     global _ready, _running
     if auditor.__version__ != version:
         raise ClusterError(f"this worker runs vtaudit {auditor.__version__}, the auditor {version}")
-    batch = _unpack(packed)
+    batch = sealed.value
     if init is None:
         return fn(batch)
     with _gate:
