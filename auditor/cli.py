@@ -14,6 +14,8 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,14 @@ def main() -> None:
       vtaudit simulate --voters 300 --out demo-out/election
       vtaudit validate demo-out/election/evidence.car --trust demo-out/election/trust.toml
     """
+
+
+_cluster_option = click.option(
+    "--cluster",
+    metavar="ADDRESS",
+    help="Run the per-block work (signatures, tokens, decryption, the recount) on the workers of the "
+    "Dask scheduler at ADDRESS (tcp://HOST:8786) instead of on this machine; the findings are the same.",
+)
 
 
 def _list_tampers(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -458,6 +468,7 @@ def validate(sources: tuple[Path, ...], trust: Path | None, as_json: bool, worke
     show_default=True,
     help="Parallel workers for cryptography.",
 )
+@_cluster_option
 @_boundary
 def verify(
     evidence: Path,
@@ -470,6 +481,7 @@ def verify(
     cache_dir: Path | None,
     no_cache: bool,
     workers: int,
+    cluster: str | None,
 ) -> None:
     """Run every audit check of spec §8 and print one line per check.
 
@@ -490,6 +502,7 @@ def verify(
       vtaudit verify demo-out/election/evidence.car --trust demo-out/election/trust.toml
       vtaudit verify demo-out/evidence --trust demo-out/election/trust.toml --json
       vtaudit verify demo-out/evidence --trust demo-out/election/trust.toml --no-cache
+      vtaudit verify demo-out/evidence --trust trust.toml --cluster tcp://10.0.0.5:8786
     """
     import tempfile
 
@@ -501,7 +514,10 @@ def verify(
     _check_cache_options(cache_dir, no_cache)
     trusted = load_trust(trust) if trust else None
     console = Console(stderr=True, quiet=quiet or as_json)
-    with tempfile.TemporaryDirectory(prefix="vtaudit-store-") as scratch:
+    with (
+        _runner(console, cluster, workers) as runner,
+        tempfile.TemporaryDirectory(prefix="vtaudit-store-") as scratch,
+    ):
         default_out = evidence / "audit" if is_store(evidence) else Path("vtaudit-audit")
         with console.status(f"reading {evidence}…"):
             store = store_of(evidence, Path(scratch), workers=workers)
@@ -515,6 +531,7 @@ def verify(
             election,
             recount=not no_recount,
             cache=None if no_cache else cache_dir or out / "cache",
+            runner=runner,
         )
     if as_json:
         summary = result.summary()
@@ -543,6 +560,7 @@ def _verify_and_write(
     *,
     recount: bool = True,
     cache: Path | None = None,
+    runner: Any = None,
 ) -> tuple[Any, Path]:
     """Verify ``store`` with a status line, then write the findings Parquet files to ``out``
     (the recount's answers.parquet goes there too): what `verify` and `audit` share.
@@ -560,9 +578,24 @@ def _verify_and_write(
             recount=recount,
             audit_dir=out,
             cache=cache,
+            runner=runner,
         )
     findings_path, _ = write_findings(result.outcomes, result.findings, out)
     return result, findings_path
+
+
+@contextmanager
+def _runner(console: Any, cluster: str | None, workers: int) -> Iterator[Any]:
+    """Where the per-block work runs: the Dask cluster of --cluster (connected before any
+    work, so that a wrong address fails at once), else ``workers`` local processes."""
+    from auditor.parallel import open_runner
+
+    with console.status(f"connecting to the cluster at {cluster}…") if cluster else nullcontext():
+        runner = open_runner(cluster, workers)
+    try:
+        yield runner
+    finally:
+        runner.close()
 
 
 def _print_advisory(console: Any, result: Any) -> None:
@@ -725,6 +758,7 @@ def _print_verification(result: Any, trust: Path | None, findings_path: Path) ->
 @click.option(
     "--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Processes for the work."
 )
+@_cluster_option
 @click.pass_context
 @_boundary
 def audit(
@@ -740,6 +774,7 @@ def audit(
     cache_dir: Path | None,
     no_cache: bool,
     workers: int,
+    cluster: str | None,
 ) -> None:
     """Harvest, verify, recount and write the signed reports, in one command.
 
@@ -756,6 +791,7 @@ def audit(
       vtaudit keygen --out keys
       vtaudit audit demo-out/election/evidence.car --trust demo-out/election/trust.toml \\
         --keys keys --out demo-out/audit
+      vtaudit audit evidence.car --trust trust.toml --keys keys --out audit --cluster tcp://10.0.0.5:8786
     """
     from rich.console import Console
 
@@ -767,18 +803,20 @@ def audit(
     trusted = load_trust(trust) if trust else None
     key_folder = load_key_folder(keys)
     store = out / "evidence"
-    ctx.invoke(harvest, sources=sources, out=store, quiet=True, workers=workers)
     console = Console(stderr=True, quiet=quiet)
     findings = out / "findings"
-    result, findings_path = _verify_and_write(
-        console,
-        store,
-        trusted,
-        findings,
-        workers,
-        election,
-        cache=None if no_cache else cache_dir or findings / "cache",
-    )
+    with _runner(console, cluster, workers) as runner:
+        ctx.invoke(harvest, sources=sources, out=store, quiet=True, workers=workers)
+        result, findings_path = _verify_and_write(
+            console,
+            store,
+            trusted,
+            findings,
+            workers,
+            election,
+            cache=None if no_cache else cache_dir or findings / "cache",
+            runner=runner,
+        )
     if not quiet:
         _print_verification(result, trust, findings_path)
     with console.status("writing the reports…"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "AuditError",
     "CidMismatchError",
+    "ClusterError",
     "CryptoError",
     "EncodingError",
     "InputError",
@@ -25,6 +26,12 @@ class AuditError(Exception):
 
 class InputError(AuditError):
     """A file, directory or option given by the user cannot be used."""
+
+
+class ClusterError(InputError):
+    """The Dask cluster given with ``--cluster`` cannot be used: unreachable, without
+    workers, running another vtaudit, or it lost work it was given. The audit stops
+    without a verdict: no work is ever left out silently."""
 
 
 class EncodingError(AuditError):

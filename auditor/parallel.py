@@ -1,16 +1,108 @@
-"""Parallel helpers shared by the pipeline stages."""
+"""Where the per-batch work runs: a local pool, or a Dask cluster (``--cluster``).
+
+The stages that do the same work for every record (signatures, timestamp tokens, the
+recount's decryption) cut it into batches and hand each batch, as a :class:`Task`, to a
+:class:`Runner`. A runner maps the task's function over the batches with at most a
+window of them in flight and gives the results back **in the order of the batches**, so
+the findings do not depend on where or how fast the work ran.
+
+- :class:`LocalRunner` (the default) keeps the work on this machine: threads for work
+  that releases the GIL (libsodium), worker processes for the rest, one process and no
+  pool at all for small inputs or ``workers=1``.
+- :class:`auditor.cluster.DaskRunner` sends the batches to the workers of a Dask
+  scheduler; :func:`open_runner` picks one.
+
+A task may need per-worker state that is the same for every batch (the recount's
+private key and templates, the TSA certificates): ``init(*initargs)`` runs once in each
+worker before its first batch, and the arguments travel once per worker, never with
+every batch.
+"""
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future
-from typing import TypeVar
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
-__all__ = ["bounded_map"]
+__all__ = ["LocalRunner", "Runner", "Task", "bounded_map", "open_runner"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Task(Generic[T, R]):
+    """A function to map over batches, and what each worker does once before its first batch.
+
+    ``fn``, ``init`` and everything in ``initargs`` must be picklable (functions at module
+    level): on a pool or a cluster they run in other processes.
+    """
+
+    name: str  # names the stage's tasks on a cluster: signatures, tokens, recount
+    fn: Callable[[T], R]
+    init: Callable[..., None] | None = None
+    initargs: tuple[Any, ...] = ()
+    threads: bool = False  # the work releases the GIL: local threads are enough
+
+
+class Runner(Protocol):
+    """Maps a task over batches, in order (``LocalRunner``, ``auditor.cluster.DaskRunner``)."""
+
+    def map(self, task: Task[T, R], batches: Iterable[T], *, small: bool = False) -> Iterator[R]:
+        """The results of ``task.fn`` over ``batches``, in order. ``small``: the caller
+        judges the input too small to be worth a local pool (a cluster ignores it: the
+        user asked for the work to run there)."""
+        ...
+
+    def describe(self, *, threads: bool = False, small: bool = False) -> str:
+        """Where such a task runs, for a stage's detail ("2 processes", "the cluster at …")."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LocalRunner:
+    """This machine: ``workers`` threads or processes, or the calling thread alone."""
+
+    def __init__(self, workers: int = 2) -> None:
+        self.workers = max(1, workers)
+
+    def map(self, task: Task[T, R], batches: Iterable[T], *, small: bool = False) -> Iterator[R]:
+        if small or self.workers == 1:
+            if task.init is not None:
+                task.init(*task.initargs)
+            yield from map(task.fn, batches)
+            return
+        pool: Executor
+        if task.threads:
+            if task.init is not None:  # threads share this process's state
+                task.init(*task.initargs)
+            pool = ThreadPoolExecutor(max_workers=self.workers)
+        else:
+            pool = ProcessPoolExecutor(
+                max_workers=self.workers, initializer=task.init, initargs=task.initargs
+            )
+        with pool:
+            yield from bounded_map(pool, task.fn, batches, 4 * self.workers)
+
+    def describe(self, *, threads: bool = False, small: bool = False) -> str:
+        workers = 1 if small else self.workers
+        return f"{workers} {'threads' if threads else 'processes'}"
+
+    def close(self) -> None:
+        pass
+
+
+def open_runner(cluster: str | None, workers: int = 2) -> Runner:
+    """A Dask runner connected to the scheduler at ``cluster``, or a local one of
+    ``workers``. A scheduler that cannot be used is a :class:`~auditor.errors.ClusterError`."""
+    if cluster is None:
+        return LocalRunner(workers)
+    from auditor.cluster import DaskRunner
+
+    return DaskRunner(cluster)
 
 
 def bounded_map(pool: Executor, fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:

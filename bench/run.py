@@ -51,14 +51,23 @@ def stage_harvest(work: Path, car: Path, workers: int) -> dict[str, Any]:
     return {"records": stats.read, "new": stats.new, "quarantined": stats.quarantined}
 
 
-def stage_verify(work: Path, car: Path, workers: int) -> dict[str, Any]:
+def stage_verify(work: Path, car: Path, workers: int, cluster: str | None = None) -> dict[str, Any]:
+    from auditor.parallel import open_runner
     from auditor.report.body import report_body
     from auditor.trust import load_trust
     from auditor.verify.engine import verify_store
 
-    result = verify_store(
-        work / "store", load_trust(car.parent / "trust.toml"), workers=workers, audit_dir=work / "audit"
-    )
+    runner = open_runner(cluster, workers)
+    try:
+        result = verify_store(
+            work / "store",
+            load_trust(car.parent / "trust.toml"),
+            workers=workers,
+            audit_dir=work / "audit",
+            runner=runner,
+        )
+    finally:
+        runner.close()
     body = report_body(result, work / "store")
     (work / "body.json").write_text(json.dumps(body, ensure_ascii=False, sort_keys=True), encoding="utf-8")
     return {
@@ -100,8 +109,9 @@ def stage_reports(work: Path, car: Path, workers: int) -> dict[str, Any]:
 STAGES = {"harvest": stage_harvest, "verify": stage_verify, "reports": stage_reports}
 
 
-def run_stage(name: str, work: Path, car: Path, workers: int) -> dict[str, Any]:
-    """Run one stage in a fresh interpreter; its wall time and peak RSS (workers included)."""
+def run_stage(name: str, work: Path, car: Path, workers: int, cluster: str | None = None) -> dict[str, Any]:
+    """Run one stage in a fresh interpreter; its wall time and peak RSS (workers included,
+    except a cluster's)."""
     started = time.perf_counter()
     done = subprocess.run(
         [
@@ -115,6 +125,7 @@ def run_stage(name: str, work: Path, car: Path, workers: int) -> dict[str, Any]:
             str(car),
             "--workers",
             str(workers),
+            *(["--cluster", cluster] if cluster else []),
         ],
         check=True,
         capture_output=True,
@@ -191,12 +202,20 @@ def main() -> None:
     )
     parser.add_argument("--work", type=Path, help="working folder (default bench/out/run-<voters>)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="verify on the workers of this Dask scheduler (the floor still runs on this machine)",
+    )
     parser.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     work: Path = args.work or ROOT / "bench" / "out" / f"run-{args.voters}-{args.seed}"
     work.mkdir(parents=True, exist_ok=True)
     if args.stage:
-        out = STAGES[args.stage](work, args.car, args.workers)
+        if args.stage == "verify":
+            out = stage_verify(work, args.car, args.workers, args.cluster)
+        else:
+            out = STAGES[args.stage](work, args.car, args.workers)
         out["peakMB"] = round(_peak_mb())
         print(json.dumps(out))
         return
@@ -214,11 +233,12 @@ def main() -> None:
     results: dict[str, Any] = {
         "car": str(car),
         "workers": args.workers,
+        "cluster": args.cluster,
         "cpus": os.cpu_count(),
         "simulate": simulated,
     }
     for name in ("harvest", "verify", "reports"):
-        results[name] = run_stage(name, work, car.resolve(), args.workers)
+        results[name] = run_stage(name, work, car.resolve(), args.workers, args.cluster)
         print(
             f"{name:<8} {results[name]['wall']:8.1f} s  peak RSS {results[name]['peakMB']:6,} MB", flush=True
         )

@@ -1,11 +1,12 @@
-"""bounded_map keeps results in order and reads only a window ahead."""
+"""bounded_map keeps results in order and reads only a window ahead; LocalRunner keeps the
+order and runs each task's init where its batches run."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from auditor.parallel import bounded_map
+from auditor.parallel import LocalRunner, Task, bounded_map
 
 
 def test_in_order_and_lazy() -> None:
@@ -21,3 +22,30 @@ def test_in_order_and_lazy() -> None:
         first = next(results)
         assert first == 0 and len(consumed) <= 5  # read ahead at most the window
         assert [first, *results] == [i * i for i in range(100)]
+
+
+_state: list[int] = []
+
+
+def _init(factor: int) -> None:
+    _state.append(factor)
+
+
+def _times(batch: list[int]) -> list[int]:
+    return [x * _state[-1] for x in batch]
+
+
+def test_local_runner_keeps_the_order_and_initialises_where_the_work_runs() -> None:
+    batches = [list(range(i, i + 3)) for i in range(0, 60, 3)]
+    expected = [[7 * x for x in batch] for batch in batches]
+    task = Task("toy", _times, _init, (7,))
+    _state.clear()
+    assert list(LocalRunner(2).map(task, batches)) == expected  # worker processes
+    assert _state == []  # initialised there, not here
+    assert list(LocalRunner(2).map(task, batches, small=True)) == expected  # this process alone
+    assert _state == [7]
+    threads = Task("toy", _times, _init, (7,), threads=True)
+    assert list(LocalRunner(2).map(threads, batches)) == expected  # threads share this process
+    assert _state == [7, 7]
+    assert LocalRunner(2).describe(threads=True) == "2 threads"
+    assert LocalRunner(2).describe(small=True) == "1 processes"

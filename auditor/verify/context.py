@@ -24,7 +24,6 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ from auditor.crypto.rfc3161 import verify_token
 from auditor.errors import AuditError, InputError
 from auditor.model.encoding import b64u_decode, b64u_encode
 from auditor.model.envelope import SIGNING_PREFIX, Envelope, parse_envelope
-from auditor.parallel import bounded_map
+from auditor.parallel import LocalRunner, Runner, Task
 from auditor.store.evidence import connect
 from auditor.trust import Trust
 from auditor.verify.cache import Lookup, ResultCache, Signed, TokenResult
@@ -119,6 +118,7 @@ class Audit:
         election: str | None = None,
         out: Path | None = None,
         cache: ResultCache | None = None,
+        runner: Runner | None = None,
     ) -> None:
         self.root = root
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
@@ -130,6 +130,7 @@ class Audit:
         self.workers = max(1, workers)
         self.cache = cache  # results of earlier runs, by content (None: compute everything)
         self.details: dict[str, str] = {}  # step name -> what its stage did, for Stage.detail
+        self.runner = runner or LocalRunner(self.workers)  # where the per-batch work runs (parallel.py)
         self.con = connect(root)
         self.findings = Findings()
         self.stages: list[Stage] = []
@@ -306,12 +307,9 @@ class Audit:
         )
         todo = found.todo
         fresh: list[bool] = []
-        if len(todo) <= SIG_BATCH or self.workers == 1:
-            fresh = _verify_batch(todo)
-        else:
-            with ThreadPoolExecutor(max_workers=self.workers) as pool:
-                for part in bounded_map(pool, _verify_batch, _chunks(todo, SIG_BATCH), 4 * self.workers):
-                    fresh.extend(part)
+        task = Task("signatures", _verify_batch, threads=True)  # libsodium releases the GIL
+        for part in self.runner.map(task, _chunks(todo, SIG_BATCH), small=len(todo) <= SIG_BATCH):
+            fresh.extend(part)
         ok = found.merge(fresh)
         if self.cache:
             self.cache.keep_signatures(found, fresh)
@@ -333,7 +331,8 @@ class Audit:
             self.valid_signers[cid].add(b64u_encode(bytes(key)))
         bad = len(ok) - sum(ok)
         reused = reuse_note(found.reused, len(todo)) if self.cache else ""
-        return f"{len(ok):,} signatures{reused}, {bad:,} do not verify, {self.workers} threads"
+        where = self.runner.describe(threads=True)
+        return f"{len(ok):,} signatures{reused}, {bad:,} do not verify, {where}"
 
     def _digests(self, table: pa.Table) -> list[bytes]:
         """The digest column; stores written before it existed get it from the raw bytes."""
@@ -390,15 +389,10 @@ class Audit:
             self.cache.tokens(context, pairs) if self.cache else Lookup.nothing(pairs)
         )
         todo = found.todo
-        if len(todo) <= 4 * TOKEN_BATCH or self.workers == 1:
-            _init_tokens(certs, roots)
-            fresh = _token_batch(todo)
-        else:
-            with ProcessPoolExecutor(
-                max_workers=self.workers, initializer=_init_tokens, initargs=(certs, roots)
-            ) as pool:
-                for part in bounded_map(pool, _token_batch, _chunks(todo, TOKEN_BATCH), 4 * self.workers):
-                    fresh.extend(part)
+        task = Task("tokens", _token_batch, _init_tokens, (certs, roots))
+        small = len(todo) <= 4 * TOKEN_BATCH
+        for part in self.runner.map(task, _chunks(todo, TOKEN_BATCH), small=small):
+            fresh.extend(part)
         results = found.merge(fresh)
         if self.cache:
             self.cache.keep_tokens(found, fresh)
@@ -437,9 +431,9 @@ class Audit:
                 {"cid": pa.array(list(proven), pa.string()), "t": pa.array(list(proven.values()), pa.int64())}
             ),
         )
-        workers = 1 if len(todo) <= 4 * TOKEN_BATCH else self.workers
         reused = reuse_note(found.reused, len(todo)) if self.cache else ""
-        return f"{len(results):,} tokens{reused}, {len(certs)} listed TSA certificates, {workers} processes"
+        where = self.runner.describe(small=small)
+        return f"{len(results):,} tokens{reused}, {len(certs)} listed TSA certificates, {where}"
 
     # ------------------------------------------------------------------ shared judgements
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from auditor.checkids import CHECK_IDS
+from auditor.errors import ClusterError
+from auditor.parallel import Runner
 from auditor.trust import Trust
 from auditor.verify import advisory, authority, blocks, election, keys, outcome, records, recount, results
 from auditor.verify.answers import ANSWERS
@@ -131,11 +133,14 @@ def verify_store(
     recount: bool = True,
     audit_dir: Path | None = None,
     cache: Path | None = None,
+    runner: Runner | None = None,
 ) -> Verification:
     """Run every check of spec §8 over the evidence store at ``root``; ``recount=False``
     skips decryption and everything that needs it (the verdict cannot then be verified).
     The recount writes ``answers.parquet`` into ``audit_dir`` (a temporary folder when
-    None); an earlier run's file there is removed first.
+    None); an earlier run's file there is removed first. The per-batch work runs on
+    ``runner`` (``parallel.open_runner``: a Dask cluster), else on ``workers`` local
+    threads or processes; the result is the same either way.
 
     ``cache`` is a result cache folder (auditor.verify.cache): signatures, tokens and
     recounted blocks it holds (under this user's key) are not checked again, and what is
@@ -144,7 +149,9 @@ def verify_store(
     if audit_dir is not None:
         (audit_dir / ANSWERS).unlink(missing_ok=True)
     results, unusable = open_cache(cache) if cache is not None else (None, "")
-    audit = Audit(root, trust, workers=workers, election=election, out=audit_dir, cache=results)
+    audit = Audit(
+        root, trust, workers=workers, election=election, out=audit_dir, cache=results, runner=runner
+    )
     if results is not None:
         parts = sum(results.parts().values())
         audit.stages.append(
@@ -195,6 +202,8 @@ def _run(
             try:
                 step.run(audit)
                 stage.detail = audit.details.pop(step.name, "")
+            except ClusterError:  # work was lost, not a bug: no verdict at all (cluster.py)
+                raise
             except Exception as e:
                 if os.environ.get("VTAUDIT_DEBUG"):
                     raise

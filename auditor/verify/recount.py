@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -29,7 +28,7 @@ from auditor.model.ballot import vote_problems
 from auditor.model.encoding import b64u_decode, b64u_encode, cid_to_binary, jcs, parse_json
 from auditor.model.entries import VoteEntry, VoterEntry
 from auditor.model.records import BallotTemplate
-from auditor.parallel import bounded_map
+from auditor.parallel import Task
 from auditor.verify.answers import AnswerRows, AnswersWriter, Row, record_batch
 from auditor.verify.cache import ResultCache
 from auditor.verify.context import Audit, reuse_note
@@ -352,25 +351,18 @@ def recount(audit: Audit) -> None:
             audit.internal_errors.extend(block.errors)
             blocks.append((block.cid, block.template, block.leaf, block.members, block.counted))
 
-    workers = audit.workers if plan.expected() > 4 * BATCH else 1
+    task = Task("recount", _read_batch, _init, (private_key, templates))
+    small = plan.expected() <= 4 * BATCH
     try:
-        if workers == 1:
-            _init(private_key, templates)
-            for part in plan.merge(map(_read_batch, plan.todo())):
-                take(part)
-        else:
-            with ProcessPoolExecutor(
-                max_workers=workers, initializer=_init, initargs=(private_key, templates)
-            ) as pool:
-                for part in plan.merge(bounded_map(pool, _read_batch, plan.todo(), 4 * workers)):
-                    take(part)
+        for part in plan.merge(audit.runner.map(task, plan.todo(), small=small)):
+            take(part)
     except BaseException:
         writer.abort()
         raise
     writer.close(audit.con)
     audit.register("recount_block", pa.Table.from_batches([record_batch(blocks, BLOCK_SCHEMA)]))
     audit.recounted = len(blocks)
-    audit.details["recount"] = f"{len(blocks):,} blocks{plan.finish()}, {workers} processes"
+    audit.details["recount"] = f"{len(blocks):,} blocks{plan.finish()}, {audit.runner.describe(small=small)}"
     votes = sum(b[3] for b in blocks)
     note = f"{len(blocks):,} blocks, {votes:,} votes and as many voter entries"
     for check in ("DEC-ENTRIES", "DEC-VOTER", "DEC-NONCE", "BAL-VALID"):
