@@ -17,6 +17,7 @@ Pure constants, no imports: the model, the store, the network client and the CLI
 from __future__ import annotations
 
 __all__ = [
+    "DUCKDB_MEMORY",
     "HTTP_CONNECT_TIMEOUT",
     "HTTP_DEADLINE",
     "HTTP_READ_TIMEOUT",
@@ -169,3 +170,12 @@ MAX_DER_DEPTH = 48
 
 MAX_CERT_CHAIN = 8
 """Certificates above the TSA certificate when chaining to the trust file's roots."""
+
+# ---------------------------------------------------------------------------- memory
+
+DUCKDB_MEMORY = "1GB"
+"""DuckDB's working memory in `vtaudit verify` (its default is 80 % of the machine's RAM).
+Past it, sorts, joins and group-bys spill to ``spill/`` in the audit folder (removed when
+the audit closes), so the recount's ordered read of every counted ciphertext (about
+1.4 GB at a million voters) and the set checks keep to a fixed budget.
+``VTAUDIT_DUCKDB_MEMORY`` overrides it (DuckDB's syntax: ``512MB``, ``4GB``)."""

@@ -424,3 +424,34 @@ def test_over_limit_records_are_findings_and_vtaudit_verify_goes_on(
     assert "nested more than 64 deep, at most 64 (docs/limits.md)" in messages
     assert "17 timestamps, expected at most 16" in messages
     assert "over the 8 MiB limit" in messages
+
+
+def test_duckdb_keeps_to_its_memory_budget_and_spills(
+    tmp_path: Path, sim_election: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify sets DuckDB's memory limit (DUCKDB_MEMORY, or VTAUDIT_DUCKDB_MEMORY) and its
+    spill folder; a budget too small to hold the queries' data spills and changes nothing."""
+    from auditor.verify.engine import verify_store
+
+    harvest([ArchiveSource(sim_election / "evidence.car")], tmp_path / "store")
+    trust = load_trust(sim_election / "trust.toml")
+    plain = verify_store(tmp_path / "store", trust, workers=1, audit_dir=tmp_path / "a")
+    monkeypatch.setenv("VTAUDIT_DUCKDB_MEMORY", "32MB")
+    small = verify_store(tmp_path / "store", trust, workers=1, audit_dir=tmp_path / "b")
+    assert [f.to_json() for f in small.findings] == [f.to_json() for f in plain.findings]
+    assert small.verdict == plain.verdict == "verified"
+    assert not (tmp_path / "b" / "spill").exists()  # removed when the audit closed
+    # a budget too small is an error that says what to do, never a verdict
+    monkeypatch.setenv("VTAUDIT_DUCKDB_MEMORY", "4MB")
+    with pytest.raises(InputError, match=r"memory budget \(4MB\).*VTAUDIT_DUCKDB_MEMORY=4GB"):
+        verify_store(tmp_path / "store", trust, workers=1, audit_dir=tmp_path / "d")
+    from auditor.verify.context import Audit
+
+    monkeypatch.setenv("VTAUDIT_DUCKDB_MEMORY", "32MB")
+    audit = Audit(tmp_path / "store", trust, out=tmp_path / "c")
+    try:
+        limit = audit.rows("SELECT current_setting('memory_limit')")[0][0]
+        assert limit.replace(" ", "").upper() in ("30.5MIB", "32.0MB", "32MB")
+        assert audit.rows("SELECT current_setting('temp_directory')")[0][0] == str(tmp_path / "c" / "spill")
+    finally:
+        audit.close()

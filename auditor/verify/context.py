@@ -20,6 +20,8 @@ does not answer, and keep what they verified for the next run.
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -35,6 +37,7 @@ import pyarrow as pa
 from auditor.crypto.ed25519 import verify
 from auditor.crypto.rfc3161 import verify_token
 from auditor.errors import AuditError, InputError
+from auditor.limits import DUCKDB_MEMORY
 from auditor.model.encoding import b64u_decode, b64u_encode
 from auditor.model.envelope import SIGNING_PREFIX, Envelope, parse_envelope
 from auditor.parallel import LocalRunner, Runner, Task
@@ -132,6 +135,10 @@ class Audit:
         self.details: dict[str, str] = {}  # step name -> what its stage did, for Stage.detail
         self.runner = runner or LocalRunner(self.workers)  # where the per-batch work runs (parallel.py)
         self.con = connect(root)
+        # a fixed memory budget; what does not fit spills to the audit folder (limits.py)
+        self.con.execute("SET memory_limit = ?", [os.environ.get("VTAUDIT_DUCKDB_MEMORY", DUCKDB_MEMORY)])
+        out.mkdir(parents=True, exist_ok=True)
+        self.con.execute("SET temp_directory = ?", [str(out / "spill")])
         self.findings = Findings()
         self.stages: list[Stage] = []
         self.records: dict[str, Envelope] = {}
@@ -174,8 +181,10 @@ class Audit:
             self.stages.append(entry)
 
     def close(self) -> None:
-        """Close the DuckDB connection and remove the temporary audit folder, if any."""
+        """Close the DuckDB connection and remove what it spilled and the temporary audit
+        folder, if any."""
         self.con.close()
+        shutil.rmtree(self.out / "spill", ignore_errors=True)
         if self._scratch is not None:
             self._scratch.cleanup()
 

@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from auditor.checkids import CHECK_IDS
-from auditor.errors import ClusterError
+from auditor.errors import ClusterError, InputError
+from auditor.limits import DUCKDB_MEMORY
 from auditor.parallel import Runner
 from auditor.trust import Trust
 from auditor.verify import advisory, authority, blocks, election, keys, outcome, records, recount, results
@@ -70,6 +73,18 @@ STEPS = (
     Step("references", records.check_references, ("REC-REF",)),
     Step("signatures", records.check_signatures, ("SIG-VALID",)),
 )
+
+
+def _memory_advice() -> str:
+    budget = os.environ.get("VTAUDIT_DUCKDB_MEMORY", DUCKDB_MEMORY)
+    return (
+        f"DuckDB's memory budget ({budget}) is too small for this evidence: "
+        "raise it, e.g. VTAUDIT_DUCKDB_MEMORY=4GB"
+    )
+
+
+def _short(e: Exception) -> str:
+    return str(e).split("\n", 1)[0]
 
 
 @dataclass
@@ -186,7 +201,11 @@ def _run(
 ) -> Verification:
     say = progress or (lambda _: None)
     say("loading records, verifying signatures and timestamps")
-    audit.open()
+    try:
+        audit.open()
+    except duckdb.OutOfMemoryException as e:
+        audit.close()
+        raise InputError(f"{e.__class__.__name__}: {_short(e)}; {_memory_advice()}") from None
     audit.con.execute("CREATE OR REPLACE TEMP TABLE counted (cid VARCHAR)")
     errors: list[str] = []
     for step in STEPS:
@@ -208,6 +227,8 @@ def _run(
                 if os.environ.get("VTAUDIT_DEBUG"):
                     raise
                 message = f"the {step.name} step stopped on an internal error ({type(e).__name__}: {e})"
+                if isinstance(e, duckdb.OutOfMemoryException):
+                    message = f"the {step.name} step ran out of memory ({_short(e)}); {_memory_advice()}"
                 errors.append(message)
                 for check in step.checks:  # a failure found before the error stands
                     audit.findings.skip(check, message + "; this is a bug in vtaudit, please report it")
