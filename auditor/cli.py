@@ -14,10 +14,10 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -38,6 +38,27 @@ def main() -> None:
       vtaudit simulate --voters 300 --out demo-out/election
       vtaudit validate demo-out/election/evidence.car --trust demo-out/election/trust.toml
     """
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _cache_options(default: str) -> Callable[[F], F]:
+    """--cache DIR and --no-cache, shared by verify and audit."""
+
+    def add(command: F) -> F:
+        command = click.option(
+            "--no-cache", is_flag=True, help="Check everything again; neither read nor write the cache."
+        )(command)
+        return click.option(
+            "--cache",
+            "cache_dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Result cache folder: what an earlier run checked is not checked again "
+            f"[default: {default}].",
+        )(command)
+
+    return add
 
 
 _cluster_option = click.option(
@@ -453,14 +474,7 @@ def validate(sources: tuple[Path, ...], trust: Path | None, as_json: bool, worke
     is_flag=True,
     help="Skip decryption, the recount and what needs it (the verdict cannot then be verified).",
 )
-@click.option(
-    "--cache",
-    "cache_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Result cache folder: what an earlier run checked is not checked again "
-    "[default: cache/ in the findings folder].",
-)
-@click.option("--no-cache", is_flag=True, help="Check everything again; neither read nor write the cache.")
+@_cache_options("cache/ in the findings folder")
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -747,14 +761,7 @@ def _print_verification(result: Any, trust: Path | None, findings_path: Path) ->
 @click.option("--election", help="The election's CID, when the evidence holds several.")
 @click.option("--no-pdf", is_flag=True, help="Write the JSON and HTML reports only.")
 @click.option("--quiet", is_flag=True, help="No progress, only the result.")
-@click.option(
-    "--cache",
-    "cache_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Result cache folder: what an earlier run checked is not checked again "
-    "[default: OUT/findings/cache].",
-)
-@click.option("--no-cache", is_flag=True, help="Check everything again; neither read nor write the cache.")
+@_cache_options("OUT/findings/cache")
 @click.option(
     "--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Processes for the work."
 )
