@@ -46,6 +46,7 @@ __all__ = [
 
 CHUNK_RECORDS = 1024  # records per chunk handed to a worker
 CHUNK_BYTES = 8 << 20  # and at most about this many bytes of a CAR
+_RELEASE = 64 << 20  # the CAR walk hands back its mapped pages every this many bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +237,7 @@ def car_chunks(path: Path, after: str | None = None) -> Iterator[Chunk]:
 def _car_ranges(m: mmap.mmap, pos: int, size: int) -> Iterator[tuple[int, int]]:
     limit = DEFAULT_MAX_SECTION_BYTES
     start, count = pos, 0
+    released = pos - pos % mmap.PAGESIZE  # pages before this one are out of the process
     while pos < size:
         first = m[pos]
         if 0 < first < 0x80:
@@ -253,6 +255,11 @@ def _car_ranges(m: mmap.mmap, pos: int, size: int) -> Iterator[tuple[int, int]]:
         if count >= CHUNK_RECORDS or pos - start >= CHUNK_BYTES:
             yield start, pos
             start, count = pos, 0
+            if start - released >= _RELEASE:
+                # the pages walked stay in the page cache but leave this process's memory
+                cut = start - start % mmap.PAGESIZE
+                m.madvise(mmap.MADV_DONTNEED, released, cut - released)
+                released = cut
     if count:
         yield start, pos
 
