@@ -173,9 +173,10 @@ MAX_CERT_CHAIN = 8
 
 # ---------------------------------------------------------------------------- memory
 
-DUCKDB_MEMORY = "1GB"
-"""DuckDB's working memory in `vtaudit verify` (its default is 80 % of the machine's RAM).
-Past it, sorts, joins and group-bys spill to ``spill/`` in the audit folder (removed when
-the audit closes), so the recount's ordered read of every counted ciphertext (about
-1.4 GB at a million voters) and the set checks keep to a fixed budget.
-``VTAUDIT_DUCKDB_MEMORY`` overrides it (DuckDB's syntax: ``512MB``, ``4GB``)."""
+DUCKDB_MEMORY: str | None = None
+"""DuckDB's working memory in `vtaudit verify`: by default DuckDB's own (80 % of the
+machine's RAM). Past it, sorts, joins and group-bys spill to ``spill/`` in the audit
+folder (removed when the audit closes). ``VTAUDIT_DUCKDB_MEMORY`` sets a budget (DuckDB's
+syntax: ``2GB``); a budget too small for some query is reported as such, never turned
+into a verdict. A fixed 1 GB budget was tried and is too small for the block checks of
+a million voters (an operator that cannot spill ran out of it: docs/performance.md)."""

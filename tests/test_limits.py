@@ -443,7 +443,7 @@ def test_duckdb_keeps_to_its_memory_budget_and_spills(
     assert not (tmp_path / "b" / "spill").exists()  # removed when the audit closed
     # a budget too small is an error that says what to do, never a verdict
     monkeypatch.setenv("VTAUDIT_DUCKDB_MEMORY", "4MB")
-    with pytest.raises(InputError, match=r"memory budget \(4MB\).*VTAUDIT_DUCKDB_MEMORY=4GB"):
+    with pytest.raises(InputError, match=r"memory budget \(4MB\).*VTAUDIT_DUCKDB_MEMORY=8GB"):
         verify_store(tmp_path / "store", trust, workers=1, audit_dir=tmp_path / "d")
     from auditor.verify.context import Audit
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from auditor.crypto.ed25519 import verify
 from auditor.crypto.rfc3161 import verify_token
@@ -63,6 +64,7 @@ SMALL_TYPES = (
     "certification",
 )
 SIG_BATCH = 4096
+SIG_STREAM = 1 << 18  # signatures read from DuckDB at a time
 TOKEN_BATCH = 256
 
 
@@ -136,7 +138,9 @@ class Audit:
         self.runner = runner or LocalRunner(self.workers)  # where the per-batch work runs (parallel.py)
         self.con = connect(root)
         # a fixed memory budget; what does not fit spills to the audit folder (limits.py)
-        self.con.execute("SET memory_limit = ?", [os.environ.get("VTAUDIT_DUCKDB_MEMORY", DUCKDB_MEMORY)])
+        budget = os.environ.get("VTAUDIT_DUCKDB_MEMORY", DUCKDB_MEMORY)
+        if budget:
+            self.con.execute("SET memory_limit = ?", [budget])
         out.mkdir(parents=True, exist_ok=True)
         self.con.execute("SET temp_directory = ?", [str(out / "spill")])
         self.findings = Findings()
@@ -302,34 +306,46 @@ class Audit:
             self.election_note = "the evidence holds no valid election record"
 
     def _verify_signatures(self) -> str:
-        table = arrow(
-            self.con,
-            "SELECT s.cid, s.idx, s.key, s.sig, e.digest, e.type "
-            "FROM signatures s JOIN envelopes e USING (cid)",
+        """Every signature in the store, streamed from DuckDB a slice at a time (a million
+        voters have two million signatures: their rows as Python objects would take
+        gigabytes); the outcome is registered as ``sig_ok``."""
+        # a cursor of its own: the other queries of this step must not end the stream
+        stream = self.con.cursor()
+        relation = stream.sql(
+            "SELECT s.cid, s.idx, s.key, s.sig, e.digest FROM signatures s JOIN envelopes e USING (cid)"
         )
-        keys = table.column("key").to_pylist()
-        sigs = table.column("sig").to_pylist()
-        digests = self._digests(table)
-        triples = list(zip(keys, sigs, digests, strict=True))
-        found: Lookup[Signed, bool] = (
-            self.cache.signatures(triples) if self.cache else Lookup.nothing(triples)
-        )
-        todo = found.todo
-        fresh: list[bool] = []
+        reader = (getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch)(SIG_STREAM)
         task = Task("signatures", _verify_batch, threads=True)  # libsodium releases the GIL
-        for part in self.runner.map(task, _chunks(todo, SIG_BATCH), small=len(todo) <= SIG_BATCH):
-            fresh.extend(part)
-        ok = found.merge(fresh)
-        if self.cache:
-            self.cache.keep_signatures(found, fresh)
-        sig_ok = pa.table(
-            {
-                "cid": table.column("cid"),
-                "idx": table.column("idx"),
-                "key": table.column("key"),
-                "ok": pa.array(ok, pa.bool_()),
-            }
+        parts: list[pa.Table] = []
+        new_keys: list[bytes] = []  # the cache keys of the signatures checked, and their outcomes
+        new_results: list[bool] = []
+        checked = reused = 0
+        try:
+            for batch in reader:
+                table = pa.Table.from_batches([batch])
+                keys = table.column("key").to_pylist()
+                triples = list(zip(keys, table.column("sig").to_pylist(), self._digests(table), strict=True))
+                found: Lookup[Signed, bool] = (
+                    self.cache.signatures(triples) if self.cache else Lookup.nothing(triples)
+                )
+                fresh: list[bool] = []
+                chunks = _chunks(found.todo, SIG_BATCH)
+                for part in self.runner.map(task, chunks, small=len(found.todo) <= SIG_BATCH):
+                    fresh.extend(part)
+                new_keys.extend(found.keys)
+                new_results.extend(fresh)
+                checked += len(found.todo)
+                reused += found.reused
+                ok = pa.array(found.merge(fresh), pa.bool_())
+                parts.append(table.select(["cid", "idx", "key"]).append_column("ok", ok))
+        finally:
+            stream.close()
+        if self.cache:  # one part for the run, however many slices the stream had
+            self.cache.keep_signatures(Lookup([], [], new_keys), new_results)
+        schema = pa.schema(
+            [("cid", pa.string()), ("idx", pa.int32()), ("key", pa.binary()), ("ok", pa.bool_())]
         )
+        sig_ok = pa.concat_tables([t.cast(schema) for t in parts]) if parts else schema.empty_table()
         self.register("sig_ok", sig_ok)
         placeholders = ", ".join("?" for _ in SMALL_TYPES)
         for cid, key in self.rows(
@@ -338,10 +354,11 @@ class Audit:
             list(SMALL_TYPES),
         ):
             self.valid_signers[cid].add(b64u_encode(bytes(key)))
-        bad = len(ok) - sum(ok)
-        reused = reuse_note(found.reused, len(todo)) if self.cache else ""
+        total = sig_ok.num_rows
+        bad = total - (pc.sum(sig_ok.column("ok")).as_py() or 0)
+        note = reuse_note(reused, checked) if self.cache else ""
         where = self.runner.describe(threads=True)
-        return f"{len(ok):,} signatures{reused}, {bad:,} do not verify, {where}"
+        return f"{total:,} signatures{note}, {bad:,} do not verify, {where}"
 
     def _digests(self, table: pa.Table) -> list[bytes]:
         """The digest column; stores written before it existed get it from the raw bytes."""

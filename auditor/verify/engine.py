@@ -76,10 +76,10 @@ STEPS = (
 
 
 def _memory_advice() -> str:
-    budget = os.environ.get("VTAUDIT_DUCKDB_MEMORY", DUCKDB_MEMORY)
+    budget = os.environ.get("VTAUDIT_DUCKDB_MEMORY", DUCKDB_MEMORY) or "80 % of this machine's memory"
     return (
         f"DuckDB's memory budget ({budget}) is too small for this evidence: "
-        "raise it, e.g. VTAUDIT_DUCKDB_MEMORY=4GB"
+        "raise it, e.g. VTAUDIT_DUCKDB_MEMORY=8GB, or use a machine with more memory"
     )
 
 
