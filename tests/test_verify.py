@@ -399,3 +399,37 @@ def test_an_unsigned_copy_of_the_election_does_not_stop_the_audit(tmp_path: Path
     result = _with_extra(tmp_path, clean, {"impostor.json": jcs(impostor)})
     assert result.election == next((clean / "records" / "election").glob("*.json")).stem
     assert result.verdict == "verified"
+
+
+@pytest.mark.parametrize("error", ["bug", "memory"])
+def test_a_step_that_stops_takes_the_steps_that_read_its_tables_with_it(
+    clean: Path, monkeypatch: pytest.MonkeyPatch, error: str
+) -> None:
+    """The blocks step stopping (a bug, or DuckDB out of memory) leaves no counted set and
+    no block tables: the steps that read them are not run on half-made state (a TREE-ROOT
+    failure would blame the evidence for the auditor's trouble); the verdict is not
+    verified and the errors say what happened and what to do."""
+    import dataclasses
+
+    import duckdb
+
+    from auditor.verify import engine
+
+    def stops(_audit: object) -> None:
+        if error == "memory":
+            raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block")
+        raise RuntimeError("a bug")
+
+    steps = tuple(dataclasses.replace(s, run=stops) if s.name == "blocks" else s for s in STEPS)
+    monkeypatch.setattr(engine, "STEPS", steps)
+    result = _verify(clean)
+    assert result.verdict == "not-verified"
+    advice = "VTAUDIT_DUCKDB_MEMORY" if error == "memory" else "a bug in vtaudit"
+    assert len(result.internal_errors) == 1 and advice in result.internal_errors[0]
+    outcomes = {o.id: o for o in result.outcomes}
+    assert outcomes["BLK-SHAPE"].status == "skipped" and advice in outcomes["BLK-SHAPE"].note
+    for check in ("TREE-ROOT", "DEC-ENTRIES", "TALLY-TREE", "DSP-RESOLVED", "RUN-TRIGGER"):
+        assert outcomes[check].status == "skipped", check
+        assert "reads what the blocks step makes" in outcomes[check].note, check
+    assert outcomes["RES-MATCH"].status == "skipped"  # results read the block trees, held back too
+    assert outcomes["CERT-MATCH"].status != "fail" and not _failed(result)

@@ -44,6 +44,8 @@ class Step:
     run: Callable[[Audit], None]
     checks: tuple[str, ...]
     needs: str = ""  # "", "election", "revision" or "recount"
+    after: tuple[str, ...] = ()  # steps whose state it reads: if one stopped (or was held back by
+    # a stopped step), it does not run
 
 
 STEPS = (
@@ -61,14 +63,14 @@ STEPS = (
         ("BLK-SHAPE", "BLK-SIG", "BLK-ELIGIBLE", "BLK-UNIQUE", "RCP-CONSISTENT"),
         "revision",
     ),
-    Step("block trees", blocks.check_tree, ("TREE-ROOT",), "revision"),
+    Step("block trees", blocks.check_tree, ("TREE-ROOT",), "revision", ("blocks",)),
     Step("key release", keys.check_key_release, ("KEY-RELEASE",), "revision"),
     Step("early keys", keys.check_key_early, ("KEY-EARLY",), "revision"),
-    Step("results", results.check_results, ("RES-MATCH",), "revision"),
-    Step("recount", recount.recount, (*recount.RECOUNT_CHECKS, "RES-MATCH"), "revision"),
-    Step("disputes", outcome.check_disputes, ("DSP-RESOLVED", "ACC-REPORTS"), "revision"),
-    Step("runoff", outcome.check_runoff, ("RUN-TRIGGER",), "revision"),
-    Step("advisory", advisory.advise, (), "recount"),
+    Step("results", results.check_results, ("RES-MATCH",), "revision", ("block trees",)),
+    Step("recount", recount.recount, (*recount.RECOUNT_CHECKS, "RES-MATCH"), "revision", ("blocks",)),
+    Step("disputes", outcome.check_disputes, ("DSP-RESOLVED", "ACC-REPORTS"), "revision", ("blocks",)),
+    Step("runoff", outcome.check_runoff, ("RUN-TRIGGER",), "revision", ("blocks",)),
+    Step("advisory", advisory.advise, (), "recount", ("blocks",)),
     Step("certifications", keys.check_certifications, ("CERT-MATCH",), "revision"),
     Step("references", records.check_references, ("REC-REF",)),
     Step("signatures", records.check_signatures, ("SIG-VALID",)),
@@ -208,10 +210,15 @@ def _run(
         raise InputError(f"{e.__class__.__name__}: {_short(e)}; {_memory_advice()}") from None
     audit.con.execute("CREATE OR REPLACE TEMP TABLE counted (cid VARCHAR)")
     errors: list[str] = []
+    stopped: set[str] = set()
     for step in STEPS:
         missing = _missing(audit, step.needs)
         if not recount and step.name in RECOUNT_STEPS:
             missing = "not run: --no-recount"
+        for before in step.after:
+            if before in stopped:  # its tables would be missing or half made: no half-judgements
+                missing = f"not run: it reads what the {before} step makes, and that step stopped"
+                stopped.add(step.name)
         if missing:
             for check in step.checks:
                 audit.findings.skip(check, missing)
@@ -226,12 +233,15 @@ def _run(
             except Exception as e:
                 if os.environ.get("VTAUDIT_DEBUG"):
                     raise
+                stopped.add(step.name)
                 message = f"the {step.name} step stopped on an internal error ({type(e).__name__}: {e})"
+                advice = "this is a bug in vtaudit, please report it"
                 if isinstance(e, duckdb.OutOfMemoryException):
-                    message = f"the {step.name} step ran out of memory ({_short(e)}); {_memory_advice()}"
-                errors.append(message)
+                    message = f"the {step.name} step ran out of memory ({_short(e)})"
+                    advice = _memory_advice()
+                errors.append(f"{message}; {advice}")
                 for check in step.checks:  # a failure found before the error stands
-                    audit.findings.skip(check, message + "; this is a bug in vtaudit, please report it")
+                    audit.findings.skip(check, f"{message}; {advice}")
     if not audit.findings.ran("AUTH-THRESHOLD") and audit.election is None:
         audit.findings.skip("AUTH-THRESHOLD", audit.election_note)
     errors.extend(audit.internal_errors)
