@@ -72,10 +72,24 @@ def stage_verify(work: Path, car: Path, workers: int, cluster: str | None = None
     (work / "body.json").write_text(json.dumps(body, ensure_ascii=False, sort_keys=True), encoding="utf-8")
     return {
         "verdict": result.verdict,
-        "stages": {s.name: round(s.seconds, 2) for s in result.stages},
+        "stages": _stage_times(result.stages),
         "voters": sum(b.get("voters") or 0 for b in result.ballots),
         **_counts(work / "store"),
     }
+
+
+def _stage_times(stages: list[Any]) -> dict[str, float]:
+    """Seconds per stage; a name met again (the opening's signatures and the SIG-VALID
+    step) gets a number, so neither hides the other."""
+    times: dict[str, float] = {}
+    for stage in stages:
+        name = (
+            stage.name
+            if stage.name not in times
+            else f"{stage.name} ({sum(k.startswith(stage.name) for k in times) + 1})"
+        )
+        times[name] = round(stage.seconds, 2)
+    return times
 
 
 def _counts(store: Path) -> dict[str, int]:
