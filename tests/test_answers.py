@@ -190,3 +190,50 @@ def test_the_verify_command_writes_answers_beside_the_findings(tmp_path: Path, c
     # without a recount there are no answers: an earlier run's file does not stay behind
     result = CliRunner().invoke(main, [*args, "--no-recount"])
     assert not (out / "answers.parquet").exists()
+
+
+def test_entries_parse_the_same_by_orjson_and_by_the_strict_parser() -> None:
+    """recount.parse_entry takes orjson's parse only for canonical bytes the schema
+    accepts; on everything else it is the strict parser, word for word."""
+    from auditor.errors import AuditError
+    from auditor.model.encoding import b64u_encode, cid_of, jcs, parse_json
+    from auditor.model.entries import VoteEntry
+    from auditor.verify.recount import parse_entry
+
+    template = cid_of(b"template")
+    nonce = b64u_encode(bytes(range(16)))
+    entry = {
+        "template": template,
+        "nonce": nonce,
+        "answers": [
+            {"question": "mayor", "values": ["brown"]},
+            {"question": "budget", "values": {"parks": 3, "roads": 1}},
+            {"question": "comment", "values": "Très bien 🚌"},
+        ],
+    }
+    canonical = jcs(entry)
+    variants = [
+        canonical,
+        json.dumps(entry, indent=1).encode(),  # not canonical: the strict parser
+        canonical.replace(b'"parks":3', b'"parks":3.0'),
+        canonical.replace(b'"parks":3', b'"parks":9007199254740993'),
+        canonical.replace(b'"parks":3', b'"parks":18446744073709551617'),
+        canonical.replace(b'"parks":3', '"pärks":3'.encode()),
+        canonical.replace(b'"parks":3,', b'"parks":3,"parks":4,'),
+        canonical.replace(b'"brown"', b'"br\\u006fwn"'),
+        canonical.replace(b'"brown"', b"[" * 2000 + b"]" * 2000),
+        canonical[:-1],
+        b"\xff" + canonical,
+    ]
+
+    def outcome(parse: Callable[[bytes], object], data: bytes) -> object:
+        try:
+            return parse(data)
+        except AuditError as e:
+            return f"refused: {e}"
+
+    for data in variants:
+        ours = outcome(lambda d: parse_entry(d, VoteEntry), data)
+        strict = outcome(lambda d: VoteEntry.parse(parse_json(d, what="entry"), "entry"), data)
+        assert ours == strict, data[:80]
+    assert isinstance(outcome(lambda d: parse_entry(d, VoteEntry), canonical), VoteEntry)
