@@ -15,6 +15,8 @@ import operator
 import re
 from typing import Any
 
+import orjson
+
 from auditor.errors import EncodingError
 from auditor.limits import MAX_ENVELOPE_BYTES, MAX_JSON_CONTAINERS, MAX_JSON_DEPTH, WHERE
 
@@ -24,8 +26,10 @@ __all__ = [
     "CID_TEXT_LEN",
     "MAX_ENVELOPE_BYTES",
     "MAX_SAFE_INT",
+    "NOT_CANONICAL",
     "b64u_decode",
     "b64u_encode",
+    "canonical_value",
     "cid_binary",
     "cid_from_binary",
     "cid_of",
@@ -221,6 +225,24 @@ def parse_json(data: bytes, *, what: str = "JSON", max_depth: int = MAX_JSON_DEP
         except UnicodeEncodeError as e:
             raise EncodingError(what, "a lone surrogate escape in a string", "well-formed Unicode") from e
     return value
+
+
+NOT_CANONICAL = object()  # canonical_value's answer for bytes that are not orjson's own output
+
+
+def canonical_value(data: bytes) -> Any:
+    """The value of ``data`` if the bytes are exactly orjson's sorted compact output for it
+    (for values of strings, integers, booleans, null, arrays and objects with ASCII member
+    names, that is the JCS form), else NOT_CANONICAL. A fast screen, not a strict parse:
+    floats and integers past 2^53 come through as values, duplicate members and anything
+    orjson refuses do not; the caller's schema must refuse the former (D40)."""
+    try:
+        value = orjson.loads(data)
+        if orjson.dumps(value, option=orjson.OPT_SORT_KEYS) == data:
+            return value
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        pass
+    return NOT_CANONICAL
 
 
 def jcs(value: Any) -> bytes:

@@ -19,14 +19,21 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import orjson
 import pyarrow as pa
 
 from auditor.crypto.ecies import combine_private, decrypt
 from auditor.crypto.ed25519 import verify_digest
 from auditor.errors import AuditError
 from auditor.model.ballot import vote_problems
-from auditor.model.encoding import b64u_decode, b64u_encode, cid_to_binary, jcs, parse_json
+from auditor.model.encoding import (
+    NOT_CANONICAL,
+    b64u_decode,
+    b64u_encode,
+    canonical_value,
+    cid_to_binary,
+    jcs,
+    parse_json,
+)
 from auditor.model.entries import VoteEntry, VoterEntry
 from auditor.model.records import BallotTemplate
 from auditor.parallel import Task
@@ -202,12 +209,12 @@ def parse_entry(plaintext: bytes, entry: type[E]) -> E:
     also words every refusal. Every member of an entry has a typed validator (no float,
     unsafe integer or non-ASCII member name passes one), so what the first way accepts the
     second accepts as the same value (D40 argues the same for records)."""
-    try:
-        value = orjson.loads(plaintext)
-        if orjson.dumps(value, option=orjson.OPT_SORT_KEYS) == plaintext:
+    value = canonical_value(plaintext)
+    if value is not NOT_CANONICAL:
+        try:
             return entry.parse(value, "entry")
-    except (orjson.JSONDecodeError, orjson.JSONEncodeError, AuditError):
-        pass
+        except AuditError:
+            pass  # the strict parser words it
     return entry.parse(parse_json(plaintext, what="entry"), "entry")
 
 
