@@ -45,7 +45,6 @@ from operator import itemgetter
 from typing import Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
 
 from auditor.errors import EncodingError
@@ -62,6 +61,7 @@ from auditor.model.encoding import (
     CID_PREFIX,
     MAX_ENVELOPE_BYTES,
     MAX_SAFE_INT,
+    canonical_value,
     is_cid_text,
     json_shape_problem,
 )
@@ -454,14 +454,21 @@ def prepare_batch(
     rows: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     seen: set[str] = set()
     digests = [hashlib.sha256(r.raw).digest() for r in raws]
-    texts = cid_texts(digests)
+    # A CAR's records come with the text of their binary CIDs: where the bytes match, it
+    # is theirs. The other records' texts are made here, all in one call.
+    binary = list(binary_cids) if binary_cids is not None else [None] * len(raws)
+    texts = [r.claimed_cid or "" if b is not None else "" for r, b in zip(raws, binary, strict=True)]
+    own = [i for i, t in enumerate(texts) if not t]
+    for i, text in zip(own, cid_texts([digests[i] for i in own]), strict=True):
+        texts[i] = text
+        binary[i] = None  # its bytes are matched against its claimed text, if any
     cids, types = batch.cids, batch.types
     fast = 0
     for i, raw in enumerate(raws):
         record_type = None
         if raw.defect is None:
-            if binary_cids is not None and binary_cids[i] is not None:
-                matches = binary_cids[i] == CID_PREFIX + digests[i]
+            if binary[i] is not None:
+                matches = binary[i] == CID_PREFIX + digests[i]
             else:
                 matches = raw.claimed_cid is None or raw.claimed_cid == texts[i]
             if matches:
@@ -499,14 +506,7 @@ def _fast(data: bytes, cid: str, rows: dict[str, list[tuple[Any, ...]]], seen: s
     too_many = len(data) > 2 * MAX_JSON_CONTAINERS and json_shape_problem(data) is not None
     if len(data) > MAX_ENVELOPE_BYTES or too_many:
         return None
-    try:
-        obj = orjson.loads(data)
-        if orjson.dumps(obj, option=orjson.OPT_SORT_KEYS) != data:
-            return None
-    except orjson.JSONDecodeError:
-        return None
-    except orjson.JSONEncodeError:  # pragma: no cover - a value orjson read but cannot write
-        return None
+    obj = canonical_value(data)
     if type(obj) is not dict or obj.keys() != _ENVELOPE_KEYS:
         return None
     v, record_type = obj["v"], obj["type"]
