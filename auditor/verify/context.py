@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 import time
+import typing
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -361,22 +362,18 @@ class Audit:
         return f"{total:,} signatures{note}, {bad:,} do not verify, {where}"
 
     def _digests(self, table: pa.Table) -> list[bytes]:
-        """The digest column; stores written before it existed get it from the raw bytes."""
+        """The digest column; stores written before it existed get it from the raw bytes
+        (of this table's records only: the signatures arrive a slice at a time)."""
         digests: list[bytes | None] = table.column("digest").to_pylist()
-        missing = {cid for cid, d in zip(table.column("cid").to_pylist(), digests, strict=True) if d is None}
-        if missing:
-            computed = {
-                cid: parse_envelope(bytes(raw), cid=cid).digest
-                for cid, raw in self.rows(
-                    "SELECT cid, raw FROM envelopes WHERE digest IS NULL",
-                )
-                if cid in missing
-            }
-            digests = [
-                d if d is not None else computed[c]
-                for c, d in zip(table.column("cid").to_pylist(), digests, strict=True)
-            ]
-        return [bytes(d) for d in digests if d is not None]
+        if None not in digests:
+            return typing.cast(list[bytes], digests)
+        cids = table.column("cid").to_pylist()
+        missing = sorted({c for c, d in zip(cids, digests, strict=True) if d is None})
+        computed = {
+            cid: parse_envelope(bytes(raw), cid=cid).digest
+            for cid, raw in self.rows("SELECT cid, raw FROM envelopes WHERE list_contains(?, cid)", [missing])
+        }
+        return [d if d is not None else computed[c] for c, d in zip(cids, digests, strict=True)]
 
     def tsa_certificates(self) -> list[bytes]:
         if self.election is None:
