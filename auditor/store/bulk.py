@@ -80,11 +80,6 @@ _SIGNATURE_KEYS = frozenset(("key", "sig"))
 _B32 = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz234567", np.uint8)
 _B32_SHIFTS = np.arange(35, -1, -5, dtype=np.uint64)
 _CID_TEXT_PREFIX = "bagaaiera"  # the text of CID_PREFIX's 40 bits
-# Validators that check every member name they accept against a pattern of ASCII
-# characters (``code``) or a fixed list: what they accept has no non-ASCII name.
-_ASCII_NAMES: frozenset[Callable[[Any, str], Any]] = frozenset({histogram})
-
-
 # ---------------------------------------------------------------------------- base64url
 
 _ALPHABET = "A-Za-z0-9_-"
@@ -294,7 +289,8 @@ _TEXT_ENTRY = frozenset(("type", "ballots", "values"))
 _OPTIONS_ENTRY = frozenset(("type", "ballots", "options"))
 _SCORE_ENTRY = frozenset(("count", "sum"))
 _OPTION_CHECKS: dict[str, Callable[[Any], bool]] = {"select": _count_ok, "rank": _rank_ok, "score": _score_ok}
-# Validators with a check of their own here, beside those a Plan describes.
+# Validators with a check of their own here, beside those a Plan describes. Like a plan's,
+# such a check admits no non-ASCII member name (the histogram's are codes or fixed).
 _CHECKS: dict[Callable[[Any, str], Any], Check] = {histogram: _histogram_check}
 
 _key32 = _check_of(Plan("b64u", length=32))
@@ -312,7 +308,7 @@ class _Program:
     keys: frozenset[str]
     checks: tuple[tuple[str, Check], ...]
     planned: frozenset[str]  # members checked by their plan (the others by their validator)
-    free_names: tuple[str, ...]  # unplanned members whose validator may accept non-ASCII member names
+    free_names: tuple[str, ...]  # the unplanned members: their validators may take non-ASCII names
     needs_struct: bool  # rules across members, or a column computed from several
     # The row after its CID: the members' values (``direct``, one itemgetter), then the
     # columns that need more (``fixups``: position in the row, column).
@@ -361,7 +357,7 @@ def _program(record_type: str) -> _Program:
         frozenset(validators),
         tuple(checks),
         frozenset(planned),
-        tuple(n for n in validators if n not in planned and validators[n] not in _ASCII_NAMES),
+        tuple(n for n in validators if n not in planned),
         cls.validate is not Struct.validate or any(c.member is None for c in columns),
         direct,
         tuple(fixups),
