@@ -29,7 +29,10 @@ class Source(Protocol):
         ...
 
     def records(self, after: str | None) -> Iterator[RawRecord]:
-        """Every record after the cursor ``after``, each with its own resume cursor."""
+        """Every record after the cursor ``after``, each with its own resume cursor.
+
+        A source may also have ``chunks(after)``, yielding the same records as chunks
+        (auditor.sources.Chunk) that workers can open themselves, as a CAR file does."""
         ...
 
 
@@ -65,7 +68,9 @@ def harvest(
     stats = HarvestStats()
     for source in sources:
         after = store.cursor(source.name)
-        chunks = source.chunks(after) if isinstance(source, ArchiveSource) else chunked(source.records(after))
+        # a source that can cut its records into chunks for the workers itself says so
+        own_chunks = getattr(source, "chunks", None)
+        chunks = own_chunks(after) if own_chunks is not None else chunked(source.records(after))
         store.add_all(source.name, chunks, stats, workers=workers, progress=progress)
     store.write_views()
     stats.seconds = time.perf_counter() - started
