@@ -282,6 +282,31 @@ def bulk_agrees(raw: RawRecord) -> bool:
     return batch.fast == 1
 
 
+def batch_agrees(raws: list[RawRecord]) -> int:
+    """Assert that a batch is opened exactly as each of its records alone (acceptance,
+    CID, type, rejection, and the rows of each CID's first copy); the number of records
+    the batch took fast. Alone, a record is checked value by value; in a batch its type's
+    records are checked a column at a time."""
+    batch = prepare_batch(raws)
+    alone = [prepare_batch([r]) for r in raws]
+    assert batch.cids == [a.cids[0] for a in alone]
+    assert batch.types == [a.types[0] for a in alone]
+    assert batch.rejected == [(i, *a.rejected[0][1:]) for i, a in enumerate(alone) if a.rejected]
+    expected: dict[str, list[pa.Table]] = {}
+    seen = set()
+    for a in alone:
+        if a.cids[0] is None or a.cids[0] in seen:
+            continue
+        seen.add(a.cids[0])
+        for name, table in a.tables.items():
+            expected.setdefault(name, []).append(table)
+    assert set(batch.tables) == set(expected)
+    for name, tables in expected.items():
+        want = sorted(pa.concat_tables(tables).to_pylist(), key=repr)
+        assert sorted(batch.tables[name].to_pylist(), key=repr) == want, f"{name}: batch rows differ"
+    return batch.fast
+
+
 def _entry(c: Corpus, data: bytes) -> str:
     value = parse_json(data, what="entry")
     accepted = False

@@ -28,7 +28,7 @@ from auditor.sources import RawRecord, chunked, iter_source
 from auditor.store.bulk import _fixed_b64u, b64u_accepts, cid_texts, decode_b64u, prepare_batch
 from auditor.store.car import CarWriter, read_car
 from auditor.store.evidence import EvidenceStore, HarvestStats, connect
-from tests.fuzzing import bulk_agrees, mutate
+from tests.fuzzing import batch_agrees, bulk_agrees, mutate
 
 
 def _records(election: Path) -> list[RawRecord]:
@@ -141,28 +141,65 @@ def _edit_body(raw: bytes, edit: Callable[[dict], None]) -> bytes:
     return jcs(doc)
 
 
+def _unused_bits_set(text: str) -> str:
+    """``text`` made to end in a character whose unused low bits are not zero."""
+    return text[:-1] + "B" if len(text) & 3 else text + "AB"
+
+
+_EDITS: list[tuple[str, Callable[[dict], None]]] = [
+    ("registrant", lambda b: b.update(key=b["key"][:-1])),
+    ("registrant", lambda b: b.update(key=b["key"][:-1] + "B")),  # unused bits set
+    ("registrant", lambda b: b.update(registered=-1)),
+    ("registrant", lambda b: b.update(registered=2**53)),
+    ("registrant", lambda b: b.update(district=["north"])),
+    ("registrant", lambda b: b.pop("district")),
+    ("registrant", lambda b: b.update(registered=True)),
+    ("registrant", lambda b: b.update(registered=1.5)),
+    ("registrant", lambda b: b.update(registrationAuthority=b["registrationAuthority"][:-1])),  # 60 + 62
+    ("registrant", lambda b: b.update(registrationAuthority=b["registrationAuthority"] + "a")),
+    ("registrant", lambda b: b.update(registrationAuthority=b["registrationAuthority"][:-1] + "b")),
+    ("registrant", lambda b: b.update(district=None)),
+    (
+        "vote_block",
+        lambda b: b.update(
+            votes=[*b["votes"][:-1], b["votes"][-1] + "A" * ((1 - len(b["votes"][-1])) % 4 or 4)]
+        ),
+    ),  # 1 mod 4
+    ("vote_block", lambda b: b.update(votes=[*b["votes"][:-1], _unused_bits_set(b["votes"][-1])])),
+    ("vote_block", lambda b: b.update(voters=[*b["voters"][:-1], 7])),
+    ("vote_block", lambda b: b.update(voters=[*b["voters"][:-1], b["voters"][-1].replace("A", "+", 1)])),
+    ("vote_block", lambda b: b.update(members="members")),
+    ("receipt", lambda b: b.update(result=["accepted"])),
+    (
+        "receipt",
+        lambda b: b.update(
+            registrants=[*b["registrants"], b["registrants"][0][:-1] if b["registrants"] else "x"]
+        ),
+    ),
+    ("dispute", lambda b: b.update(claim="missing\n")),
+    ("vote_block", lambda b: b.update(votes=[*b["votes"][:-1], b["votes"][-1][:40]])),  # too short
+    ("vote_block", lambda b: b.update(members=[*b["members"], "B" * 43])),  # unused bits set
+    ("vote_block", lambda b: b.update(members=b["members"] * 1000)),  # over the limit
+    ("receipt", lambda b: b.update(result="maybe")),
+    ("tally_node", lambda b: b.update(end=b["start"])),
+    ("tally_node", lambda b: b.update(children=b["children"] * 3)),
+    ("tally_node", lambda b: b["counts"].update({"é": b["counts"][next(iter(b["counts"]))]})),
+    ("registration_roll", lambda b: b["districts"].update({"é": 1})),
+    ("administration", lambda b: b.update(threshold=len(b["administrators"]) + 1)),
+]
+
+
+def _schema_edits(by_type: dict[str, list[RawRecord]]) -> list[tuple[str, bytes]]:
+    """Canonical records that break the schema, one per edit of _EDITS."""
+    return [(t, _edit_body(by_type[t][0].raw, edit)) for t, edit in _EDITS if t in by_type]
+
+
 def test_schema_edits_in_canonical_form_agree(sim_election: Path) -> None:
     """Canonical records that break the schema: refused by both paths, with one reason."""
-    records = {json.loads(r.raw)["type"]: r.raw for r in _records(sim_election)}
-    edits: list[tuple[str, Callable[[dict], None]]] = [
-        ("registrant", lambda b: b.update(key=b["key"][:-1])),
-        ("registrant", lambda b: b.update(key=b["key"][:-1] + "B")),  # unused bits set
-        ("registrant", lambda b: b.update(registered=-1)),
-        ("registrant", lambda b: b.update(registered=2**53)),
-        ("registrant", lambda b: b.update(district=["north"])),
-        ("registrant", lambda b: b.pop("district")),
-        ("vote_block", lambda b: b.update(votes=[*b["votes"][:-1], b["votes"][-1][:40]])),  # too short
-        ("vote_block", lambda b: b.update(members=[*b["members"], "B" * 43])),  # unused bits set
-        ("vote_block", lambda b: b.update(members=b["members"] * 1000)),  # over the limit
-        ("receipt", lambda b: b.update(result="maybe")),
-        ("tally_node", lambda b: b.update(end=b["start"])),
-        ("tally_node", lambda b: b.update(children=b["children"] * 3)),
-        ("tally_node", lambda b: b["counts"].update({"é": b["counts"][next(iter(b["counts"]))]})),
-        ("registration_roll", lambda b: b["districts"].update({"é": 1})),
-        ("administration", lambda b: b.update(threshold=len(b["administrators"]) + 1)),
-    ]
-    for record_type, edit in edits:
-        data = _edit_body(records[record_type], edit)
+    by_type: dict[str, list[RawRecord]] = {}
+    for record in _records(sim_election):
+        by_type.setdefault(json.loads(record.raw)["type"], []).append(record)
+    for record_type, data in _schema_edits(by_type):
         assert not bulk_agrees(RawRecord(data, cid_of(data), record_type)), record_type
 
 
@@ -232,3 +269,84 @@ def test_a_chunk_of_one_kind_of_table_only_builds_its_tables(sim_election: Path)
     assert set(batch.tables) == {"envelopes", "signatures", "registrant"}
     assert batch.tables["registrant"].schema.field("key").type == pa.binary()
     assert all(len(k) == 32 for k in batch.tables["registrant"].column("key").to_pylist())
+
+
+# ---------------------------------------------------------------------------- whole columns
+
+
+def test_a_clean_batch_is_checked_a_column_at_a_time(sim_election: Path) -> None:
+    records = _records(sim_election)
+    assert batch_agrees(records) == len(records)
+    assert batch_agrees(records + records[:5]) == len(records) + 5  # copies: provenance only
+
+
+def test_one_bad_record_in_a_column_leaves_the_others_fast(sim_election: Path) -> None:
+    """Each schema edit and each non-canonical variant, put among records of its type:
+    the column is refused, halved until the record is found, and it alone goes slow."""
+    by_type: dict[str, list[RawRecord]] = {}
+    for record in _records(sim_election):
+        by_type.setdefault(json.loads(record.raw)["type"], []).append(record)
+    rng = random.Random(3)
+    bad: list[tuple[str, bytes]] = [(t, d) for t, d in _schema_edits(by_type)]
+    bad += [(t, d) for t, rs in by_type.items() for d in _variants(rs[0].raw).values()]
+    for record_type, data in bad:
+        batch = list(by_type[record_type][:40])
+        batch.insert(rng.randrange(len(batch) + 1), RawRecord(data, cid_of(data), "edited"))
+        fast = batch_agrees(batch)
+        assert fast >= len(batch) - 1, (record_type, data[:80])
+
+
+def test_mutated_batches_agree(sim_election: Path) -> None:
+    rng = random.Random(11)
+    records = _records(sim_election)
+    for _ in range(25):
+        batch = rng.sample(records, min(60, len(records)))
+        for _ in range(6):
+            data = mutate(rng, rng.choice(records).raw)
+            batch.insert(
+                rng.randrange(len(batch) + 1), RawRecord(data, rng.choice([None, cid_of(data)]), "m")
+            )
+        batch.append(batch[rng.randrange(len(batch))])  # a copy, accepted or not
+        batch_agrees(batch)
+
+
+def test_envelope_edits_in_a_column_agree(sim_election: Path) -> None:
+    """The signatures and tokens checked a column at a time: each edit, among good records."""
+    records = [r for r in _records(sim_election) if b'"type":"receipt"' in r.raw][:30]
+    edits: list[Callable[[dict], None]] = [
+        lambda d: d["signatures"][0].update(extra=1),
+        lambda d: d["signatures"][0].update(key=d["signatures"][0]["key"][:-1]),
+        lambda d: d["signatures"][0].update(sig=d["signatures"][0]["sig"] + "AAAA"),
+        lambda d: d.update(signatures=d["signatures"][0]),
+        lambda d: d.update(signatures=[*d["signatures"], "sig"]),
+        lambda d: d.update(timestamps=[*d["timestamps"], "A"]),
+        lambda d: d.update(timestamps=[*d["timestamps"], 5]),
+        lambda d: d.update(timestamps=d["timestamps"] * 17),
+        lambda d: d.update(timestamps=[]),
+        lambda d: d.update(signatures=[]),
+    ]
+    for k, edit in enumerate(edits):
+        doc = json.loads(records[0].raw)
+        edit(doc)
+        data = jcs(doc)
+        batch = list(records)
+        batch.insert(k % len(batch), RawRecord(data, cid_of(data), "edited"))
+        assert batch_agrees(batch) >= len(records)
+
+
+def test_texts_cut_elsewhere_do_not_pass_as_a_column(sim_election: Path) -> None:
+    """A column is checked by one pattern over its texts end to end: two values that end
+    to end spell two good ones (one a character short, the next a character long) must
+    still be refused."""
+    registrants = [r for r in _records(sim_election) if b'"type":"registrant"' in r.raw][:20]
+    first, second = (json.loads(r.raw)["body"] for r in registrants[:2])
+    for member in ("registrationAuthority", "key", "publicDetails"):
+        a, b = first[member], second[member]
+        cut = [(member, a[:-1]), (member, a[-1] + b)]
+        edited = []
+        for (name, value), record in zip(cut, registrants[:2], strict=True):
+            doc = json.loads(record.raw)
+            doc["body"][name] = value
+            data = jcs(doc)
+            edited.append(RawRecord(data, cid_of(data), "cut"))
+        assert batch_agrees([*edited, *registrants[2:]]) == len(registrants) - 2, member

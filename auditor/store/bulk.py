@@ -41,10 +41,12 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
+from itertools import chain, repeat
+from operator import eq, itemgetter
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 
 from auditor.errors import EncodingError
@@ -59,8 +61,10 @@ from auditor.limits import (
 )
 from auditor.model.encoding import (
     CID_PREFIX,
+    CID_TEXT_LEN,
     MAX_ENVELOPE_BYTES,
     MAX_SAFE_INT,
+    NOT_CANONICAL,
     canonical_value,
     is_cid_text,
     json_shape_problem,
@@ -297,6 +301,144 @@ _key32 = _check_of(Plan("b64u", length=32))
 _sig64 = _check_of(Plan("b64u", length=64))
 
 
+# ---------------------------------------------------------------------------- column checks
+
+# A column (one member's values in a batch's records of one type) -> what the table holds
+# if every value is accepted, else _NO: the same answer as the member's Check for each
+# value, from a few calls over the whole column (the set of the values' types, min and
+# max, one pattern over the joined texts) rather than a call per value.
+ColumnCheck = Callable[[list[Any]], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Lists:
+    """An array member's column: each record's list (``values``, as in the JSON), and the
+    items checked, end to end (``flat``: texts, or bytes where the check decoded them)."""
+
+    values: list[Any]
+    lengths: list[int]
+    flat: list[Any]
+
+
+def _all(col: list[Any], kind: type) -> bool:
+    return not col or set(map(type, col)) == {kind}
+
+
+def _same_length(col: list[str], chars: int) -> bool:
+    return not col or set(map(len, col)) == {chars}
+
+
+_CID_RUN = re.compile(r"(?:bagaaiera[a-z2-7]{51}[aq])*")  # is_cid_text's texts, end to end
+_CODE_RUN = re.compile(r"(?:[A-Za-z0-9_.-]{1,64}\n)*")  # _CODE's, each ended by a newline
+_B64U_RUN = re.compile(f"[{_ALPHABET}]*")
+_LAST_OK = ("", "", _LAST[2], _LAST[3])  # the last characters allowed, by length mod 4 (1: none)
+
+
+def _column_check_of(plan: Plan) -> ColumnCheck:
+    kind = plan.kind
+    if kind == "text":
+        limit = plan.max_chars
+
+        def text(col: list[Any]) -> Any:
+            if not _all(col, str) or (limit is not None and col and max(map(len, col)) > limit):
+                return _NO
+            return col
+
+        return text
+    if kind == "cid":
+        return lambda col: (
+            col
+            if _all(col, str) and _same_length(col, CID_TEXT_LEN) and _CID_RUN.fullmatch("".join(col))
+            else _NO
+        )
+    if kind == "code":
+
+        def code(col: list[Any]) -> Any:
+            if not col:
+                return col
+            if not _all(col, str):
+                return _NO
+            joined = "\n".join(col) + "\n"  # a newline inside a value would add one: counted
+            return col if joined.count("\n") == len(col) and _CODE_RUN.fullmatch(joined) else _NO
+
+        return code
+    if kind == "int":
+        low = max(plan.minimum, -MAX_SAFE_INT)
+        return lambda col: (
+            col if not col or (_all(col, int) and min(col) >= low and max(col) <= MAX_SAFE_INT) else _NO
+        )
+    if kind == "one_of":
+        allowed = frozenset(plan.allowed)
+        return lambda col: col if _all(col, str) and allowed.issuperset(col) else _NO
+    if kind == "b64u":
+        return _b64u_column_check(plan)
+    if kind == "array":
+        return _array_column_check(plan)
+    raise ValueError(f"no column check for plan kind {kind!r}")  # pragma: no cover
+
+
+def _b64u_column_check(plan: Plan) -> ColumnCheck:
+    """Fixed lengths: one pattern over the texts end to end (all of the one length, so
+    the pattern's units are the values). Other lengths: the alphabet by one pattern, the
+    unused bits of each last character, then decoded in one call."""
+    if plan.length is not None:
+        chars = (plan.length * 4 + 2) // 3
+        tail = chars % 4
+        last = f"[{_LAST[tail]}]" if tail else f"[{_ALPHABET}]"
+        run = re.compile(f"(?:[{_ALPHABET}]{{{chars - 1}}}{last})*")
+        return lambda col: (
+            col if _all(col, str) and _same_length(col, chars) and run.fullmatch("".join(col)) else _NO
+        )
+    min_chars = (plan.min_length * 4 + 2) // 3
+    max_chars = plan.max_chars
+    return lambda col: _b64u_column(col, min_chars, max_chars)
+
+
+def _b64u_column(col: list[Any], min_chars: int, max_chars: int | None) -> Any:
+    """The bytes of base64url texts of ``min_chars`` to ``max_chars`` characters, if
+    :func:`b64u_accepts` every one, else _NO."""
+    if not col:
+        return []
+    if not _all(col, str):
+        return _NO
+    lengths = list(map(len, col))
+    if min(lengths) < min_chars or (max_chars is not None and max(lengths) > max_chars):
+        return _NO
+    if not _B64U_RUN.fullmatch("".join(col)):
+        return _NO
+    for text, n in zip(col, lengths, strict=True):
+        if n & 3 and text[-1] not in _LAST_OK[n & 3]:
+            return _NO
+    return decode_b64u(col)
+
+
+def _array_column_check(plan: Plan) -> ColumnCheck:
+    assert plan.item is not None
+    item = _column_check_of(plan.item)
+    low, high = plan.min_items, plan.max_items
+
+    def array(col: list[Any]) -> Any:
+        if not _all(col, list):
+            return _NO
+        lengths = list(map(len, col))
+        if col and (min(lengths) < low or (high is not None and max(lengths) > high)):
+            return _NO
+        flat = item(list(chain.from_iterable(col)))
+        return _NO if flat is _NO else _Lists(col, lengths, flat)
+
+    return array
+
+
+def _each(check: Check) -> ColumnCheck:
+    """A member's own check, value by value (a validator with a check of its own)."""
+
+    def column(col: list[Any]) -> Any:
+        out = [check(v) for v in col]
+        return _NO if _NO in out else out
+
+    return column
+
+
 # ---------------------------------------------------------------------------- body programs
 
 
@@ -314,6 +456,9 @@ class _Program:
     # columns that need more (``fixups``: position in the row, column).
     direct: Callable[[dict[str, Any]], tuple[Any, ...]]
     fixups: tuple[tuple[int, Column], ...]
+    # a check per member for whole columns (_columnar), if the type has no rules across
+    # members and every member a plan or a check of its own
+    column_checks: tuple[tuple[str, ColumnCheck], ...] | None
 
 
 def _wrapped(validator: Callable[[Any, str], Any], path: str) -> Check:
@@ -329,14 +474,16 @@ def _wrapped(validator: Callable[[Any, str], Any], path: str) -> Check:
 def _program(record_type: str) -> _Program:
     cls = BODY_TYPES[record_type]
     validators = cls.json_members()
-    checks, planned = [], set()
+    checks, planned, column_checks = [], set(), []
     for name, validator in validators.items():
         plan = PLANS.get(validator)
         if validator in _CHECKS:
             checks.append((name, _CHECKS[validator]))
+            column_checks.append((name, _each(_CHECKS[validator])))
             planned.add(name)
         elif plan is not None and (plan.kind != "array" or plan.item is not None):
             checks.append((name, _check_of(plan)))
+            column_checks.append((name, _column_check_of(plan)))
             planned.add(name)
         else:
             checks.append((name, _wrapped(validator, f"body.{name}")))
@@ -352,19 +499,135 @@ def _program(record_type: str) -> _Program:
             fixups.append((i, column))
     get = itemgetter(*names)
     direct = get if len(names) > 1 else (lambda got: (get(got),))
+    needs_struct = cls.validate is not Struct.validate or any(c.member is None for c in columns)
     return _Program(
         cls,
         frozenset(validators),
         tuple(checks),
         frozenset(planned),
         tuple(n for n in validators if n not in planned),
-        cls.validate is not Struct.validate or any(c.member is None for c in columns),
+        needs_struct,
         direct,
         tuple(fixups),
+        None if needs_struct or len(planned) < len(validators) else tuple(column_checks),
     )
 
 
 _PROGRAMS = {t: _program(t) for t in BODY_TYPES}
+
+
+# ---------------------------------------------------------------------------- whole columns
+
+
+_SIGNATURE_KEY = _column_check_of(Plan("b64u", length=32))
+_SIGNATURE_SIG = _column_check_of(Plan("b64u", length=64))
+_TOKEN_MAX_CHARS = (MAX_TOKEN_BYTES * 4 + 3) // 3  # the longest text of at most MAX_TOKEN_BYTES bytes
+
+
+def _columnar(
+    program: _Program, record_type: str, values: list[dict[str, Any]], datas: list[bytes], cids: list[str]
+) -> dict[str, pa.Table] | None:
+    """The tables of records of one type (each CID once), if every record is accepted;
+    None if any is not (the caller then splits the records). ``values``: the parsed
+    envelopes, whose members and ``v`` and ``type`` were checked."""
+    bodies = [v["body"] for v in values]
+    if not _all(bodies, dict) or not all(map(eq, map(dict.keys, bodies), repeat(program.keys))):
+        return None
+    assert program.column_checks is not None
+    got: dict[str, Any] = {}
+    for name, check in program.column_checks:
+        out = check(list(map(itemgetter(name), bodies)))
+        if out is _NO:
+            return None
+        got[name] = out
+    signatures = _list_column(values, "signatures", MAX_SIGNATURES)
+    tokens = _list_column(values, "timestamps", MAX_TIMESTAMPS)
+    if signatures is None or tokens is None:
+        return None
+    flat_signatures = signatures.flat
+    if not _all(flat_signatures, dict) or not all(
+        map(eq, map(dict.keys, flat_signatures), repeat(_SIGNATURE_KEYS))
+    ):
+        return None
+    keys = _SIGNATURE_KEY(list(map(itemgetter("key"), flat_signatures)))
+    sigs = _SIGNATURE_SIG(list(map(itemgetter("sig"), flat_signatures)))
+    token_bytes = _b64u_column(tokens.flat, 2, _TOKEN_MAX_CHARS)  # 2 characters: the first byte
+    if keys is _NO or sigs is _NO or token_bytes is _NO:
+        return None
+
+    cid_array = pa.array(cids, pa.string())
+    suffix = b',"type":"' + record_type.encode() + b'","v":1}'  # canonical: body first, then signatures
+    digests = [hashlib.sha256(d[: d.rindex(b',"signatures":')] + suffix).digest() for d in datas]
+    tables = {
+        "envelopes": pa.table(
+            [
+                cid_array,
+                pa.array([record_type] * len(cids), pa.string()),
+                pa.array(list(map(len, datas)), pa.int64()),
+                pa.array(digests, pa.binary()),
+                pa.array(datas, pa.binary()),
+            ],
+            schema=table_schema("envelopes"),
+        )
+    }
+    if flat_signatures:
+        tables["signatures"] = _per_item(
+            "signatures", cid_array, signatures.lengths, decode_b64u(keys), decode_b64u(sigs)
+        )
+    if token_bytes:
+        tables["timestamps"] = _per_item("timestamps", cid_array, tokens.lengths, token_bytes)
+    schema = table_schema(record_type)
+    arrays: list[pa.Array] = [cid_array]
+    for column, f in zip(TABLES[record_type], list(schema)[1:], strict=True):
+        assert column.member is not None  # a computed column needs the struct: not columnar
+        value = got[column.member]
+        if column.convert == "j":
+            raw = value.values if isinstance(value, _Lists) else list(map(itemgetter(column.member), bodies))
+            arrays.append(pa.array([json_text(v) for v in raw], f.type))
+        elif isinstance(value, _Lists):
+            arrays.append(_list_array(value, f.type))
+        elif f.type == pa.binary():
+            arrays.append(pa.array(_decoded(value), f.type))
+        else:
+            arrays.append(pa.array(value, f.type))
+    tables[record_type] = pa.table(arrays, schema=schema)
+    return tables
+
+
+def _list_column(values: list[dict[str, Any]], member: str, most: int) -> _Lists | None:
+    """The envelopes' ``member`` lists (signatures, tokens) if each is a list of at most
+    ``most`` items."""
+    lists = list(map(itemgetter(member), values))
+    if not _all(lists, list):
+        return None
+    lengths = list(map(len, lists))
+    if lengths and max(lengths) > most:
+        return None
+    return _Lists(lists, lengths, list(chain.from_iterable(lists)))
+
+
+def _per_item(table: str, cids: pa.Array, lengths: list[int], *columns: list[bytes]) -> pa.Table:
+    """A table of one row per list item (signature, token): the record's CID, the item's
+    index in its list, then ``columns``."""
+    counts = np.array(lengths, np.int64)
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    idx = np.arange(len(columns[0]), dtype=np.int64) - starts
+    return pa.table(
+        [
+            cids.take(np.repeat(np.arange(len(lengths)), counts)),
+            pa.array(idx.astype(np.int32), pa.int32()),
+            *(pa.array(c, pa.binary()) for c in columns),
+        ],
+        schema=table_schema(table),
+    )
+
+
+def _list_array(value: _Lists, dtype: pa.DataType) -> pa.Array:
+    offsets = np.zeros(len(value.lengths) + 1, np.int32)
+    np.cumsum(value.lengths, out=offsets[1:])
+    item_type = dtype.value_type
+    flat = _decoded(value.flat) if item_type == pa.binary() else value.flat
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, item_type))
 
 
 # ---------------------------------------------------------------------------- batches
@@ -397,10 +660,16 @@ class PreparedBatch:
     fast: int = 0  # records accepted by the fast path (for benchmarks and tests)
 
 
-def _tables(rows: dict[str, list[tuple[Any, ...]]]) -> dict[str, pa.Table]:
-    """Rows (tuples in column order) as tables; base64url texts in binary columns are
-    decoded here, a column at a time (the slow path's rows hold bytes already)."""
-    out = {}
+def _tables(
+    rows: dict[str, list[tuple[Any, ...]]], pieces: Sequence[dict[str, pa.Table]] = ()
+) -> dict[str, pa.Table]:
+    """Rows (tuples in column order) as tables, with the tables made a column at a time
+    (``pieces``); base64url texts in binary columns are decoded here, a column at a time
+    (the slow path's rows hold bytes already)."""
+    out: dict[str, list[pa.Table]] = defaultdict(list)
+    for piece in pieces:
+        for name, table in piece.items():
+            out[name].append(table)
     for name, table_rows in rows.items():
         if not table_rows:
             continue
@@ -413,8 +682,8 @@ def _tables(rows: dict[str, list[tuple[Any, ...]]]) -> dict[str, pa.Table]:
                 arrays.append(_decoded_lists(values))
             else:
                 arrays.append(pa.array(values, f.type))
-        out[name] = pa.table(arrays, schema=schema)
-    return out
+        out[name].append(pa.table(arrays, schema=schema))
+    return {name: tables[0] if len(tables) == 1 else pa.concat_tables(tables) for name, tables in out.items()}
 
 
 def _decoded(values: Sequence[Any]) -> list[Any]:
@@ -447,8 +716,6 @@ def prepare_batch(
         claimed=[r.claimed_cid for r in raws],
         sizes=[len(r.raw) for r in raws],
     )
-    rows: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-    seen: set[str] = set()
     digests = [hashlib.sha256(r.raw).digest() for r in raws]
     # A CAR's records come with the text of their binary CIDs: where the bytes match, it
     # is theirs. The other records' texts are made here, all in one call.
@@ -458,17 +725,29 @@ def prepare_batch(
     for i, text in zip(own, cid_texts([digests[i] for i in own]), strict=True):
         texts[i] = text
         binary[i] = None  # its bytes are matched against its claimed text, if any
+    # The records whose bytes are their CID's, each CID's first copy; later copies follow it.
+    firsts: dict[str, int] = {}
+    copies: dict[int, int] = {}
+    for i, raw in enumerate(raws):
+        if raw.defect is not None:
+            continue
+        if binary[i] is not None:
+            matches = binary[i] == CID_PREFIX + digests[i]
+        else:
+            matches = raw.claimed_cid is None or raw.claimed_cid == texts[i]
+        if matches:
+            first = firsts.setdefault(texts[i], i)
+            if first != i:
+                copies[i] = first
+    rows: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    pieces: list[dict[str, pa.Table]] = []
+    accepted = _fast_all([raws[i].raw for i in firsts.values()], list(firsts), rows, pieces)
+    by_index = dict(zip(firsts.values(), accepted, strict=True))
+    seen = {texts[i] for i, t in by_index.items() if t is not None}  # their rows are made
     cids, types = batch.cids, batch.types
     fast = 0
     for i, raw in enumerate(raws):
-        record_type = None
-        if raw.defect is None:
-            if binary[i] is not None:
-                matches = binary[i] == CID_PREFIX + digests[i]
-            else:
-                matches = raw.claimed_cid is None or raw.claimed_cid == texts[i]
-            if matches:
-                record_type = _fast(raw.raw, texts[i], rows, seen)
+        record_type = by_index.get(copies.get(i, i))
         if record_type is not None:
             fast += 1
             cids.append(texts[i])
@@ -490,41 +769,103 @@ def prepare_batch(
                 rows[table].extend(tuple(row[n] for n in names) for row in table_rows)
     batch.fast = fast
     batch.resume = next((r.resume for r in reversed(raws) if r.resume is not None), None)
-    batch.tables = _tables(rows)
+    batch.tables = _tables(rows, pieces)
     return batch
 
 
-def _fast(data: bytes, cid: str, rows: dict[str, list[tuple[Any, ...]]], seen: set[str]) -> str | None:
-    """The record's type after adding its rows, if the fast path accepts it; else None."""
-    # The nesting limit needs no pre-scan here: orjson stops at 1,024 levels, and no
-    # schema accepts more than a few. The container limit can only be passed by bytes of
-    # at least two per container.
-    too_many = len(data) > 2 * MAX_JSON_CONTAINERS and json_shape_problem(data) is not None
-    if len(data) > MAX_ENVELOPE_BYTES or too_many:
-        return None
-    obj = canonical_value(data)
-    if type(obj) is not dict or obj.keys() != _ENVELOPE_KEYS:
-        return None
-    v, record_type = obj["v"], obj["type"]
-    if type(v) is not int or v != 1 or type(record_type) is not str:
-        return None
-    program = _PROGRAMS.get(record_type)
-    if program is None:
-        return None
+def _fast_all(
+    datas: list[bytes],
+    cids: list[str],
+    rows: dict[str, list[tuple[Any, ...]]],
+    pieces: list[dict[str, pa.Table]],
+) -> list[str | None]:
+    """Per record (distinct CIDs, bytes matching them), its type if the fast path accepts
+    it, with its rows added (whole columns in ``pieces``, else a row at a time in
+    ``rows``); None if not."""
+    values = _values(datas)
+    out: list[str | None] = [None] * len(datas)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for k, value in enumerate(values):
+        if type(value) is dict and value.keys() == _ENVELOPE_KEYS:
+            v, record_type = value["v"], value["type"]
+            if type(v) is int and v == 1 and type(record_type) is str and record_type in _PROGRAMS:
+                groups[record_type].append(k)
+    for record_type, members in groups.items():
+        program = _PROGRAMS[record_type]
+        pending = [members]
+        while pending:
+            part = pending.pop()
+            if program.column_checks is not None and len(part) > 1:
+                tables = _columnar(
+                    program,
+                    record_type,
+                    [values[k] for k in part],
+                    [datas[k] for k in part],
+                    [cids[k] for k in part],
+                )
+                if tables is not None:
+                    pieces.append(tables)
+                    for k in part:
+                        out[k] = record_type
+                    continue
+                if len(part) > _SPLIT_BELOW:  # someone is refused: look for them by halves
+                    half = len(part) // 2
+                    pending += [part[:half], part[half:]]
+                    continue
+            for k in part:
+                if _fast_value(values[k], datas[k], cids[k], rows):
+                    out[k] = record_type
+    return out
+
+
+_SPLIT_BELOW = 16  # a group of records refused as a whole is halved down to this size
+
+
+def _values(datas: list[bytes]) -> list[Any]:
+    """Each record's value if its bytes are canonical and within the limits the slow path
+    checks before it parses, else NOT_CANONICAL. One sorted output for the whole batch:
+    when every value is an object, that output equals the records' bytes joined by
+    commas only if each record's bytes are its own value's output (an object's text
+    ends at the brace matching its first, so the two cannot be cut differently)."""
+    for d in datas:
+        if len(d) > MAX_ENVELOPE_BYTES or (len(d) > 2 * MAX_JSON_CONTAINERS and json_shape_problem(d)):
+            break
+    else:
+        try:
+            values = list(map(orjson.loads, datas))
+            if _all(values, dict) and orjson.dumps(values, option=orjson.OPT_SORT_KEYS) == b"".join(
+                (b"[", b",".join(datas), b"]")
+            ):
+                return values
+        except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+            pass
+    return [
+        NOT_CANONICAL
+        if len(d) > MAX_ENVELOPE_BYTES or (len(d) > 2 * MAX_JSON_CONTAINERS and json_shape_problem(d))
+        else canonical_value(d)
+        for d in datas
+    ]
+
+
+def _fast_value(obj: dict[str, Any], data: bytes, cid: str, rows: dict[str, list[tuple[Any, ...]]]) -> bool:
+    """Whether the fast path accepts one record (its envelope's members, ``v`` and type
+    already checked by :func:`_fast_all`), after adding its rows."""
+    record_type = obj["type"]
+    program = _PROGRAMS[record_type]
     body = obj["body"]
     if type(body) is not dict or body.keys() != program.keys:
-        return None
+        return False
     got: dict[str, Any] = {}
     for name, check in program.checks:
         result = check(body[name])
         if result is _NO:
-            return None
+            return False
         got[name] = result
     if not data.isascii() and any(_non_ascii_name(body[name]) for name in program.free_names):
-        return None
+        return False
     signatures, tokens = obj["signatures"], obj["timestamps"]
     if not _signatures_ok(signatures) or not _tokens_ok(tokens):
-        return None
+        return False
     struct = None
     if program.needs_struct:
         # as the validators return them: a planned member's JSON value (arrays as tuples)
@@ -533,10 +874,7 @@ def _fast(data: bytes, cid: str, rows: dict[str, list[tuple[Any, ...]]], seen: s
         try:
             struct.validate("body")
         except EncodingError:
-            return None
-    if cid in seen:
-        return record_type  # a copy of a record earlier in the batch: provenance only
-    seen.add(cid)
+            return False
     end = data.rindex(b',"signatures":')  # canonical: body first, then signatures
     digest = hashlib.sha256(b"".join((data[:end], b',"type":"', record_type.encode(), b'","v":1}'))).digest()
     rows["envelopes"].append((cid, record_type, len(data), digest, data))
@@ -557,7 +895,7 @@ def _fast(data: bytes, cid: str, rows: dict[str, list[tuple[Any, ...]]], seen: s
             value = body[member] if member in program.planned else got[member]
             row[index] = json_text(value) if column.convert == "j" else value
     rows[record_type].append(tuple(row))
-    return record_type
+    return True
 
 
 def _signatures_ok(value: Any) -> bool:
