@@ -44,8 +44,8 @@ __all__ = [
     "source_kind",
 ]
 
-CHUNK_RECORDS = 1024  # records per chunk handed to a worker
-CHUNK_BYTES = 8 << 20  # and at most about this many bytes of a CAR
+CHUNK_RECORDS = 4096  # records per chunk handed to a worker (its rows: one part file per table)
+CHUNK_BYTES = 16 << 20  # and at most about this many bytes of a CAR
 _RELEASE = 64 << 20  # the CAR walk hands back its mapped pages every this many bytes
 
 

@@ -116,12 +116,14 @@ def decode_b64u(texts: Sequence[str]) -> list[bytes]:
     if not texts:
         return []
     # 'A' (zero bits), not '=', pads each text: padding mid-stream would end the decoding
-    joined = "".join([t + _ZERO_PAD[len(t) & 3] for t in texts]).encode("ascii").translate(_TO_STANDARD)
-    data = binascii.a2b_base64(joined)
     n = len(texts[0])
-    if n and all(len(t) == n for t in texts):  # keys, digests, signatures: slices at a fixed stride
+    if n and set(map(len, texts)) == {n}:  # keys, digests, signatures: slices at a fixed stride
+        pad = _ZERO_PAD[n & 3]  # the same for every text: joined by it, then one more
+        data = binascii.a2b_base64((pad.join(texts) + pad).encode("ascii").translate(_TO_STANDARD))
         size, step = n * 3 // 4, (n + 3) // 4 * 3
         return [data[i : i + size] for i in range(0, len(data), step)]
+    joined = "".join([t + _ZERO_PAD[len(t) & 3] for t in texts]).encode("ascii").translate(_TO_STANDARD)
+    data = binascii.a2b_base64(joined)
     out = []
     pos = 0
     for t in texts:
@@ -456,8 +458,8 @@ class _Program:
     # columns that need more (``fixups``: position in the row, column).
     direct: Callable[[dict[str, Any]], tuple[Any, ...]]
     fixups: tuple[tuple[int, Column], ...]
-    # a check per member for whole columns (_columnar), if the type has no rules across
-    # members and every member a plan or a check of its own
+    # a check per member for whole columns (_columnar), if every member has a plan or a
+    # check of its own
     column_checks: tuple[tuple[str, ColumnCheck], ...] | None
 
 
@@ -509,7 +511,7 @@ def _program(record_type: str) -> _Program:
         needs_struct,
         direct,
         tuple(fixups),
-        None if needs_struct or len(planned) < len(validators) else tuple(column_checks),
+        tuple(column_checks) if len(planned) == len(validators) else None,
     )
 
 
@@ -554,6 +556,14 @@ def _columnar(
     token_bytes = _b64u_column(tokens.flat, 2, _TOKEN_MAX_CHARS)  # 2 characters: the first byte
     if keys is _NO or sigs is _NO or token_bytes is _NO:
         return None
+    structs = None
+    if program.needs_struct:  # rules across members, or a column computed from several
+        structs = [program.cls(**_struct_members(body)) for body in bodies]
+        try:
+            for struct in structs:
+                struct.validate("body")
+        except EncodingError:
+            return None
 
     cid_array = pa.array(cids, pa.string())
     suffix = b',"type":"' + record_type.encode() + b'","v":1}'  # canonical: body first, then signatures
@@ -579,7 +589,10 @@ def _columnar(
     schema = table_schema(record_type)
     arrays: list[pa.Array] = [cid_array]
     for column, f in zip(TABLES[record_type], list(schema)[1:], strict=True):
-        assert column.member is not None  # a computed column needs the struct: not columnar
+        if column.member is None:  # computed from several members
+            assert structs is not None
+            arrays.append(pa.array([column.extract(struct) for struct in structs], f.type))
+            continue
         value = got[column.member]
         if column.convert == "j":
             raw = value.values if isinstance(value, _Lists) else list(map(itemgetter(column.member), bodies))
@@ -592,6 +605,12 @@ def _columnar(
             arrays.append(pa.array(value, f.type))
     tables[record_type] = pa.table(arrays, schema=schema)
     return tables
+
+
+def _struct_members(body: dict[str, Any]) -> dict[str, Any]:
+    """A body's members as its struct holds them once validated (every member planned:
+    its JSON value, arrays as tuples)."""
+    return {n: tuple(v) if type(v) is list else v for n, v in body.items()}
 
 
 def _list_column(values: list[dict[str, Any]], member: str, most: int) -> _Lists | None:
@@ -658,6 +677,9 @@ class PreparedBatch:
     tables: dict[str, pa.Table] = field(default_factory=dict)
     resume: str | None = None
     fast: int = 0  # records accepted by the fast path (for benchmarks and tests)
+    # table -> name of the part file its rows were written to, when the worker wrote them
+    # (EvidenceStore.add_all); ``tables`` is then empty
+    parts: dict[str, str] = field(default_factory=dict)
 
 
 def _tables(

@@ -121,6 +121,7 @@ class EvidenceStore:
             self._remove_uncommitted()
         self.known: set[str] = set(self._column("envelopes", "cid"))
         self._pending: dict[str, list[pa.Table]] = defaultdict(list)
+        self._written: dict[str, list[str]] = defaultdict(list)  # part files workers wrote, to commit
         self._pending_count = 0
         self._pending_bytes = 0
 
@@ -152,16 +153,39 @@ class EvidenceStore:
         """Buffer what :func:`~auditor.store.bulk.prepare_batch` made of a batch (in this
         process or a worker): new records' rows, every sighting's provenance, and the
         rejected records in quarantine."""
+        known_before = self._account(batch, source, stats)
+        tables = batch.tables
+        if known_before:
+            stale = pa.array(known_before, pa.string())
+            tables = {n: t.filter(pc.invert(pc.is_in(t["cid"], value_set=stale))) for n, t in tables.items()}
+        for name, table in tables.items():
+            if table.num_rows:
+                self._pending[name].append(table)
+        provenance = _provenance(batch, source, _now())
+        if provenance is not None:
+            self._pending["provenance"].append(provenance)
+
+    def add_written(self, batch: PreparedBatch, source: str, stats: HarvestStats) -> None:
+        """Take in a batch whose rows a worker wrote as part files (:func:`write_chunk`):
+        they are committed with the next flush. Rows of records the store already held
+        (another source, an earlier chunk) are filtered out of the parts first."""
+        known_before = self._account(batch, source, stats)
+        stale = pa.array(known_before, pa.string()) if known_before else None
+        for table, name in batch.parts.items():
+            if stale is not None and table != "provenance" and not self._drop_rows(table, name, stale):
+                continue
+            self._written[table].append(name)
+
+    def _account(self, batch: PreparedBatch, source: str, stats: HarvestStats) -> list[str]:
+        """Count a batch's records, remember its new CIDs and buffer its rejected records;
+        the CIDs it holds rows for that the store already had."""
         stats.read += len(batch.cids)
         stats.bytes += sum(batch.sizes)
-        now = int(time.time() * 1000)
-        cids, locations, known_before = [], [], []
+        known_before = []
         fresh: set[str] = set()
         for i, cid in enumerate(batch.cids):
             if cid is None:
                 continue
-            cids.append(cid)
-            locations.append(batch.locations[i])
             if cid not in self.known:
                 self.known.add(cid)
                 fresh.add(cid)
@@ -173,24 +197,7 @@ class EvidenceStore:
                 stats.duplicates += 1
                 if cid not in fresh:
                     known_before.append(cid)  # its rows (the batch's first copy) are not new
-        tables = batch.tables
-        if known_before:
-            stale = pa.array(known_before, pa.string())
-            tables = {n: t.filter(pc.invert(pc.is_in(t["cid"], value_set=stale))) for n, t in tables.items()}
-        for name, table in tables.items():
-            if table.num_rows:
-                self._pending[name].append(table)
-        if cids:
-            self._pending["provenance"].append(
-                pa.table(
-                    {
-                        "cid": pa.array(cids, pa.string()),
-                        "source": pa.array([source] * len(cids), pa.string()),
-                        "location": pa.array(locations, pa.string()),
-                        "seen_at": pa.array([now] * len(cids), TS),
-                    }
-                )
-            )
+        now = _now()
         rows = []
         for i, check, reason in batch.rejected:
             raw = batch.raws[i]
@@ -211,6 +218,21 @@ class EvidenceStore:
             )
         if rows:
             self._pending["quarantine"].append(pa.Table.from_pylist(rows, schema=ALL_TABLES["quarantine"]))
+        return known_before
+
+    def _drop_rows(self, table: str, name: str, stale: pa.Array) -> bool:
+        """Rewrite a written part without the rows of ``stale`` CIDs; False if none is left
+        (the file is then removed)."""
+        path = self.root / "tables" / table / name
+        data = pq.read_table(path)
+        kept = data.filter(pc.invert(pc.is_in(data["cid"], value_set=stale)))
+        if kept.num_rows == data.num_rows:
+            return True
+        path.unlink()
+        if not kept.num_rows:
+            return False
+        write_part(path, kept.cast(ALL_TABLES[table]))
+        return True
 
     @property
     def should_flush(self) -> bool:
@@ -223,7 +245,10 @@ class EvidenceStore:
                 schema = ALL_TABLES[name]
                 parts = [t.select(schema.names).cast(schema) for t in tables]
                 self._write_part(name, pa.concat_tables(parts))
+        for name, written in self._written.items():
+            self.log["parts"].setdefault(name, []).extend(written)
         self._pending.clear()
+        self._written.clear()
         self._pending_count = 0
         self._pending_bytes = 0
         if cursors:
@@ -231,20 +256,9 @@ class EvidenceStore:
         self._commit()
 
     def _write_part(self, table: str, data: pa.Table) -> None:
-        folder = self.root / "tables" / table
-        folder.mkdir(parents=True, exist_ok=True)
-        name = f"part-{self.log['next_part']:06d}.parquet"
+        name = part_name(self.log["next_part"])
         self.log["next_part"] += 1
-        tmp = folder / (name + ".tmp")
-        # Dictionaries only where values repeat (record types, elections, districts...);
-        # statistics (row-group skipping) for all but the binary columns (bytes with no order
-        # a query uses). Both cost time on a column of unique blobs, for nothing.
-        strings = [f.name for f in data.schema if f.type == pa.string() and f.name not in _UNIQUE_TEXT]
-        ordered = [f.name for f in data.schema if f.type not in (pa.binary(), pa.list_(pa.binary()))]
-        pq.write_table(data, tmp, compression="zstd", use_dictionary=strings, write_statistics=ordered)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, folder / name)
+        write_part(self.root / "tables" / table / name, data)
         self.log["parts"].setdefault(table, []).append(name)
 
     def _commit(self) -> None:
@@ -298,12 +312,13 @@ class EvidenceStore:
     ) -> None:
         """Add a source's records, chunk by chunk, committing its cursor with every flush.
 
-        With ``workers`` > 1, chunks are opened in that many processes; their rows are
-        still buffered and committed in the source's order.
+        Each chunk is opened and its rows written as part files by :func:`write_chunk`,
+        in ``workers`` processes when more than one; this process checks them against the
+        CIDs it knows and commits them in the source's order.
         """
         last: str | None = None
-        for batch in _opened(chunks, workers):
-            self.add_batch(batch, source, stats)
+        for batch in _opened(self._tasks(source, chunks), workers):
+            self.add_written(batch, source, stats)
             if batch.resume is not None:
                 last = batch.resume
             if progress is not None:
@@ -311,6 +326,14 @@ class EvidenceStore:
             if self.should_flush:
                 self.flush({source: last} if last is not None else None)
         self.flush({source: last} if last is not None else None)
+
+    def _tasks(self, source: str, chunks: Iterable[Chunk]) -> Iterator[ChunkTask]:
+        """The chunks as tasks, each with the number of its part files (uncommitted until
+        a flush lists them; a crash before leaves files that opening the store deletes)."""
+        for chunk in chunks:
+            number = self.log["next_part"]
+            self.log["next_part"] += 1
+            yield ChunkTask(chunk, str(self.root), number, source)
 
 
 @dataclass
@@ -359,16 +382,82 @@ def open_chunk(chunk: Chunk) -> PreparedBatch:
     return prepare_batch(raws, binary_cids)
 
 
-def _opened(chunks: Iterable[Chunk], workers: int) -> Iterator[PreparedBatch]:
-    """Each chunk opened (:func:`open_chunk`), in order, in ``workers`` processes."""
-    iterator = iter(chunks)
+@dataclass(frozen=True)
+class ChunkTask:
+    """A chunk for a worker: what to open, where to write its rows, under what number."""
+
+    chunk: Chunk
+    root: str
+    number: int
+    source: str
+
+
+def write_chunk(task: ChunkTask) -> PreparedBatch:
+    """Open a chunk (:func:`open_chunk`) and write its rows, with its records'
+    provenance, as part files numbered ``task.number``, in the worker: the rows never
+    travel back to the harvesting process, which only commits the files' names."""
+    batch = open_chunk(task.chunk)
+    tables = dict(batch.tables)
+    provenance = _provenance(batch, task.source, _now())
+    if provenance is not None:
+        tables["provenance"] = provenance
+    name = part_name(task.number)
+    folder = Path(task.root) / "tables"
+    for table, data in tables.items():
+        write_part(folder / table / name, data.select(ALL_TABLES[table].names).cast(ALL_TABLES[table]))
+        batch.parts[table] = name
+    batch.tables = {}
+    return batch
+
+
+def _opened(tasks: Iterable[ChunkTask], workers: int) -> Iterator[PreparedBatch]:
+    """Each chunk opened and written (:func:`write_chunk`), in order, in ``workers`` processes."""
+    iterator = iter(tasks)
     head = list(islice(iterator, 4))
     if workers <= 1 or len(head) < 4:  # a small source: starting processes would cost more
-        for chunk in chain(head, iterator):
-            yield open_chunk(chunk)
+        for task in chain(head, iterator):
+            yield write_chunk(task)
         return
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from bounded_map(pool, open_chunk, chain(head, iterator), 2 * workers)
+        yield from bounded_map(pool, write_chunk, chain(head, iterator), 2 * workers)
+
+
+def part_name(number: int) -> str:
+    return f"part-{number:06d}.parquet"
+
+
+def write_part(path: Path, data: pa.Table) -> None:
+    """Write a part file atomically: a temporary name, fsync, then renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    # Dictionaries only where values repeat (record types, elections, districts...);
+    # statistics (row-group skipping) for all but the binary columns (bytes with no order
+    # a query uses). Both cost time on a column of unique blobs, for nothing.
+    strings = [f.name for f in data.schema if f.type == pa.string() and f.name not in _UNIQUE_TEXT]
+    ordered = [f.name for f in data.schema if f.type not in (pa.binary(), pa.list_(pa.binary()))]
+    pq.write_table(data, tmp, compression="zstd", use_dictionary=strings, write_statistics=ordered)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+def _provenance(batch: PreparedBatch, source: str, now: int) -> pa.Table | None:
+    """Where each accepted record of a batch was seen (every sighting, copies too)."""
+    seen = [i for i, cid in enumerate(batch.cids) if cid is not None]
+    if not seen:
+        return None
+    return pa.table(
+        {
+            "cid": pa.array([batch.cids[i] for i in seen], pa.string()),
+            "source": pa.array([source] * len(seen), pa.string()),
+            "location": pa.array([batch.locations[i] for i in seen], pa.string()),
+            "seen_at": pa.array([now] * len(seen), TS),
+        }
+    )
 
 
 def _ident(name: str) -> str:
