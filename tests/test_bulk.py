@@ -23,9 +23,18 @@ from auditor import sources
 from auditor.errors import EncodingError
 from auditor.harvest import ArchiveSource, harvest
 from auditor.model.encoding import b64u_decode, b64u_encode, cid_of, jcs
+from auditor.model.schema import Plan
 from auditor.sim.tampers import TAMPERS
 from auditor.sources import RawRecord, chunked, iter_source
-from auditor.store.bulk import _fixed_b64u, b64u_accepts, cid_texts, decode_b64u, prepare_batch
+from auditor.store.bulk import (
+    _NO,
+    _column_check_of,
+    _fixed_b64u,
+    b64u_accepts,
+    cid_texts,
+    decode_b64u,
+    prepare_batch,
+)
 from auditor.store.car import CarWriter, read_car
 from auditor.store.evidence import EvidenceStore, HarvestStats, connect
 from tests.fuzzing import batch_agrees, bulk_agrees, mutate
@@ -64,6 +73,26 @@ def test_the_base64url_pattern_accepts_what_the_decoder_accepts(text: str) -> No
         assert decode_b64u([text]) == [expected]
     for length in (1, 2, 3, 32, 64):
         assert bool(_fixed_b64u(length).fullmatch(text)) == (expected is not None and len(expected) == length)
+
+
+@settings(max_examples=300)
+@given(
+    texts=st.lists(st.one_of(_B64U_CHARS, st.binary(max_size=40).map(b64u_encode)), min_size=1, max_size=6)
+)
+def test_a_column_is_accepted_only_if_every_text_is(texts: list[str]) -> None:
+    """Whole-column base64url checks (one decoder call for the column) against the
+    strict decoder, text by text: '+', '/', '=', spaces, non-ASCII and set unused bits
+    anywhere in the column refuse it."""
+    try:
+        expected: list[bytes] | None = [b64u_decode(t) for t in texts]
+    except EncodingError:
+        expected = None
+    column = _column_check_of(Plan("b64u"))(texts)
+    assert (None if column is _NO else column) == expected
+    for length in {len(t) * 3 // 4 for t in texts} - {0}:
+        fixed = _column_check_of(Plan("b64u", length=length))(texts)
+        same_length = expected is not None and all(len(b) == length for b in expected)
+        assert (None if fixed is _NO else fixed) == (expected if same_length else None)
 
 
 @settings(max_examples=100)

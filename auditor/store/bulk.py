@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
+import pybase64
 
 from auditor.errors import EncodingError
 from auditor.limits import (
@@ -93,7 +94,6 @@ _LAST = {2: "AQgw", 3: "AEIMQUYcgkosw048"}
 _B64U_TEXT = re.compile(
     f"(?:[{_ALPHABET}]{{4}})*(?:[{_ALPHABET}][{_LAST[2]}]|[{_ALPHABET}]{{2}}[{_LAST[3]}])?"
 )
-_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _ZERO_PAD = ("", "", "AA", "A")  # 'A' is 0: the unused bits of the last character land in extra bytes
 
 
@@ -113,17 +113,31 @@ def _fixed_b64u(length: int) -> re.Pattern[str]:
 
 def decode_b64u(texts: Sequence[str]) -> list[bytes]:
     """Decode texts that :func:`b64u_accepts`, all in one call of the C decoder."""
+    out = _decode_column(texts)
+    assert out is not None, "decode_b64u takes only texts that b64u_accepts"
+    return out
+
+
+def _decode_column(texts: Sequence[str]) -> list[bytes] | None:
+    """The bytes of base64url texts, none of a length of 1 mod 4, decoded in one call;
+    None if any character is not of the base64url alphabet. (The unused bits of each
+    last character are the caller's to check.)"""
     if not texts:
         return []
     # 'A' (zero bits), not '=', pads each text: padding mid-stream would end the decoding
     n = len(texts[0])
-    if n and set(map(len, texts)) == {n}:  # keys, digests, signatures: slices at a fixed stride
-        pad = _ZERO_PAD[n & 3]  # the same for every text: joined by it, then one more
-        data = binascii.a2b_base64((pad.join(texts) + pad).encode("ascii").translate(_TO_STANDARD))
+    uniform = n > 0 and set(map(len, texts)) == {n}
+    if uniform:  # keys, digests, signatures: the same padding for all, then slices at a fixed stride
+        pad = _ZERO_PAD[n & 3]
+        joined = pad.join(texts) + pad
+    else:
+        joined = "".join([t + _ZERO_PAD[len(t) & 3] for t in texts])
+    data = _decode_joined(joined)
+    if data is None:
+        return None
+    if uniform:
         size, step = n * 3 // 4, (n + 3) // 4 * 3
         return [data[i : i + size] for i in range(0, len(data), step)]
-    joined = "".join([t + _ZERO_PAD[len(t) & 3] for t in texts]).encode("ascii").translate(_TO_STANDARD)
-    data = binascii.a2b_base64(joined)
     out = []
     pos = 0
     for t in texts:
@@ -131,6 +145,23 @@ def decode_b64u(texts: Sequence[str]) -> list[bytes]:
         out.append(data[pos : pos + n * 3 // 4])
         pos += (n + 3) // 4 * 3
     return out
+
+
+def _decode_joined(joined: str) -> bytes | None:
+    """The bytes of base64url text whose length is a multiple of 4, with no padding; None
+    if any character is not of the alphabet. pybase64 checks and decodes in one SIMD pass;
+    given '-' and '_' as its two last characters it still takes '+' and '/' (and '=' as
+    padding), which base64url does not have: they are looked for first."""
+    try:
+        data = joined.encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    if b"+" in data or b"/" in data or b"=" in data:
+        return None
+    try:
+        return pybase64.b64decode(data, altchars=b"-_", validate=True)
+    except binascii.Error:
+        return None
 
 
 def cid_texts(digests: Sequence[bytes]) -> list[str]:
@@ -332,7 +363,7 @@ def _same_length(col: list[str], chars: int) -> bool:
 
 _CID_RUN = re.compile(r"(?:bagaaiera[a-z2-7]{51}[aq])*")  # is_cid_text's texts, end to end
 _CODE_RUN = re.compile(r"(?:[A-Za-z0-9_.-]{1,64}\n)*")  # _CODE's, each ended by a newline
-_B64U_RUN = re.compile(f"[{_ALPHABET}]*")
+_ALPHABET_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _LAST_OK = ("", "", _LAST[2], _LAST[3])  # the last characters allowed, by length mod 4 (1: none)
 
 
@@ -380,20 +411,34 @@ def _column_check_of(plan: Plan) -> ColumnCheck:
 
 
 def _b64u_column_check(plan: Plan) -> ColumnCheck:
-    """Fixed lengths: one pattern over the texts end to end (all of the one length, so
-    the pattern's units are the values). Other lengths: the alphabet by one pattern, the
-    unused bits of each last character, then decoded in one call."""
-    if plan.length is not None:
-        chars = (plan.length * 4 + 2) // 3
-        tail = chars % 4
-        last = f"[{_LAST[tail]}]" if tail else f"[{_ALPHABET}]"
-        run = re.compile(f"(?:[{_ALPHABET}]{{{chars - 1}}}{last})*")
-        return lambda col: (
-            col if _all(col, str) and _same_length(col, chars) and run.fullmatch("".join(col)) else _NO
-        )
-    min_chars = (plan.min_length * 4 + 2) // 3
-    max_chars = plan.max_chars
-    return lambda col: _b64u_column(col, min_chars, max_chars)
+    """Fixed lengths (keys, digests, signatures): the texts joined, their last characters
+    taken at a fixed stride, then decoded. Other lengths: each last character, then
+    decoded. Either way the column's bytes."""
+    if plan.length is None:
+        min_chars = (plan.min_length * 4 + 2) // 3
+        max_chars = plan.max_chars
+        return lambda col: _b64u_column(col, min_chars, max_chars)
+    chars = (plan.length * 4 + 2) // 3
+    size = plan.length
+    pad = _ZERO_PAD[chars % 4]
+    step = chars + len(pad)
+    last = frozenset(_LAST_OK[chars % 4] if chars % 4 else _ALPHABET_CHARS)
+
+    def fixed(col: list[Any]) -> Any:
+        if not col:
+            return []
+        if not _all(col, str) or not _same_length(col, chars):
+            return _NO
+        joined = pad.join(col) + pad
+        if not last.issuperset(joined[chars - 1 :: step]):
+            return _NO
+        data = _decode_joined(joined)
+        if data is None:
+            return _NO
+        stride = step * 3 // 4
+        return [data[i : i + size] for i in range(0, len(data), stride)]
+
+    return fixed
 
 
 def _b64u_column(col: list[Any], min_chars: int, max_chars: int | None) -> Any:
@@ -406,12 +451,11 @@ def _b64u_column(col: list[Any], min_chars: int, max_chars: int | None) -> Any:
     lengths = list(map(len, col))
     if min(lengths) < min_chars or (max_chars is not None and max(lengths) > max_chars):
         return _NO
-    if not _B64U_RUN.fullmatch("".join(col)):
-        return _NO
     for text, n in zip(col, lengths, strict=True):
         if n & 3 and text[-1] not in _LAST_OK[n & 3]:
             return _NO
-    return decode_b64u(col)
+    out = _decode_column(col)
+    return _NO if out is None else out
 
 
 def _array_column_check(plan: Plan) -> ColumnCheck:
@@ -581,9 +625,7 @@ def _columnar(
         )
     }
     if flat_signatures:
-        tables["signatures"] = _per_item(
-            "signatures", cid_array, signatures.lengths, decode_b64u(keys), decode_b64u(sigs)
-        )
+        tables["signatures"] = _per_item("signatures", cid_array, signatures.lengths, keys, sigs)
     if token_bytes:
         tables["timestamps"] = _per_item("timestamps", cid_array, tokens.lengths, token_bytes)
     schema = table_schema(record_type)
