@@ -264,6 +264,41 @@ def _car_ranges(m: mmap.mmap, pos: int, size: int) -> Iterator[tuple[int, int]]:
         yield start, pos
 
 
+def _plain_sections(data: bytes, chunk: CarRange) -> tuple[list[RawRecord], list[bytes | None]] | None:
+    """The records of a range whose every section is plain (a varint of one to three
+    bytes, a standard CID, a block after it), read in one loop; None if any is not, for
+    :func:`iter_sections` to read and word."""
+    from auditor.store.bulk import cid_texts  # numpy; bulk imports this module
+
+    sections, starts, ends = [], [], []
+    pos, size, cid_len, prefix = 0, len(data), CID_BINARY_LEN, CID_PREFIX
+    while pos < size:
+        first = data[pos]
+        if 0 < first < 0x80:
+            n, p = first, pos + 1
+        elif first and pos + 1 < size and 0 < data[pos + 1] < 0x80:
+            n, p = (first & 0x7F) | (data[pos + 1] << 7), pos + 2
+        elif first and pos + 2 < size and data[pos + 1] >= 0x80 and 0 < data[pos + 2] < 0x80:
+            n, p = (first & 0x7F) | ((data[pos + 1] & 0x7F) << 7) | (data[pos + 2] << 14), pos + 3
+        else:
+            return None
+        sections.append(pos)
+        pos = p + n
+        if n <= cid_len or pos > size or not data.startswith(prefix, p):
+            return None
+        starts.append(p)
+        ends.append(pos)
+    base = chunk.start
+    name = Path(chunk.path).name
+    cids = [data[p : p + cid_len] for p in starts]
+    texts = cid_texts([c[len(prefix) :] for c in cids])
+    raws = [
+        RawRecord(data[p + cid_len : e], text, f"{name}@{base + at}", None, str(base + e))
+        for at, p, e, text in zip(sections, starts, ends, texts, strict=True)
+    ]
+    return raws, list(cids)
+
+
 def _standard(cid: bytes) -> bool:
     return len(cid) == CID_BINARY_LEN and cid.startswith(CID_PREFIX)
 
@@ -275,6 +310,9 @@ def open_chunk_records(chunk: Chunk) -> tuple[list[RawRecord], list[bytes | None
     with open(chunk.path, "rb") as f:
         f.seek(chunk.start)
         data = f.read(chunk.end - chunk.start)
+    plain = _plain_sections(data, chunk)
+    if plain is not None:
+        return plain
     items = list(iter_sections(io.BytesIO(data), offset=chunk.start))
     cids = [item.cid if isinstance(item, CarBlock) and _standard(item.cid) else None for item in items]
     from auditor.store.bulk import cid_texts  # numpy; bulk imports this module

@@ -379,3 +379,28 @@ def test_texts_cut_elsewhere_do_not_pass_as_a_column(sim_election: Path) -> None
             data = jcs(doc)
             edited.append(RawRecord(data, cid_of(data), "cut"))
         assert batch_agrees([*edited, *registrants[2:]]) == len(registrants) - 2, member
+
+
+def test_plain_ranges_are_read_as_the_section_reader_reads_them(
+    sim_election: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A range of plain sections is read in one loop; the same records, CIDs, locations
+    and cursors as the section-by-section reader's."""
+    car = tmp_path / "broken.car"
+    _broken_car(sim_election, car)
+    monkeypatch.setattr(sources, "CHUNK_RECORDS", 16)
+    chunks = list(sources.car_chunks(car))
+    plain = sources._plain_sections
+    read_plainly = []
+
+    def counted(data: bytes, chunk: sources.CarRange) -> object:
+        out = plain(data, chunk)
+        read_plainly.append(out is not None)
+        return out
+
+    monkeypatch.setattr(sources, "_plain_sections", counted)
+    fast = [sources.open_chunk_records(c) for c in chunks]
+    monkeypatch.setattr(sources, "_plain_sections", lambda data, chunk: None)
+    slow = [sources.open_chunk_records(c) for c in chunks]
+    assert fast == slow
+    assert sum(read_plainly) > 3 and not all(read_plainly)  # the broken ranges went section by section
