@@ -11,9 +11,10 @@ per record type (auditor.store.tables), ``signatures``, ``timestamps``, ``proven
 (which source served which CID, where and when) and ``quarantine`` (what failed, with
 the source, the reason and the raw bytes: nothing is dropped).
 
-Crash safety: rows are buffered and written as new part files (temporary name, fsync,
-rename); a batch becomes visible only when ``store.json`` listing it is replaced
-atomically, together with the cursors of the sources it came from. Part files that no
+Crash safety: rows are written as new part files (temporary name, fsync, rename), by
+the worker that opened the chunk or from this process's buffer; a part becomes visible
+only when ``store.json`` listing it is replaced atomically, together with the cursors
+of the sources it came from. Part files that no
 committed log lists are leftovers of a crash and are deleted when the store is opened;
 their records are fetched again from the cursors, which did not advance.
 """
