@@ -121,7 +121,6 @@ class _Template:
 
 
 def _init(private_key: bytes, templates: dict[str, bytes]) -> None:
-    _STATE["key"] = private_key
     _STATE["opener"] = Opener(private_key)
     _STATE["templates"] = {}
     for cid, raw in templates.items():
