@@ -112,7 +112,7 @@ def test_opener_verifies_as_verify() -> None:
     ]
     for public, sig, msg in cases:
         assert opener.verify(public, sig, msg) == verify(public, sig, msg)
-    assert opener.verify(*cases[0]) and cases[-1][0] and opener.verify(*cases[-1])
+    assert opener.verify(*cases[0]) and opener.verify(*cases[-1])
 
 
 # ---------------------------------------------------------------------------- accept-only parsers
