@@ -36,10 +36,11 @@ from auditor.crypto import rfc3161
 from auditor.crypto.ecies import combine_private, decrypt
 from auditor.crypto.ed25519 import SigningKey
 from auditor.errors import CryptoError, EncodingError, InputError, SchemaError, TimestampError
-from auditor.model.ballot import count_vote, vote_problems
+from auditor.model.ballot import count_vote, valid_vote_check, vote_problems
 from auditor.model.encoding import (
     b64u_decode,
     b64u_encode,
+    canonical_value,
     cid_binary,
     cid_from_binary,
     cid_of,
@@ -47,7 +48,7 @@ from auditor.model.encoding import (
     jcs,
     parse_json,
 )
-from auditor.model.entries import VoteEntry, VoterEntry
+from auditor.model.entries import VoteEntry, VoterEntry, accept_vote_entry, accept_voter_entry
 from auditor.model.envelope import Envelope, parse_envelope
 from auditor.model.histogram import add, histogram, zero
 from auditor.model.records import BallotTemplate
@@ -59,6 +60,7 @@ from auditor.store.bulk import prepare_batch, table_schema
 from auditor.store.car import read_car, write_car
 from auditor.store.evidence import Prepared, prepare
 from auditor.trust import load_trust
+from auditor.verify.recount import parse_entry
 
 __all__ = ["TARGETS", "Corpus", "Target", "build_corpus", "bulk_agrees", "mutate", "run_target"]
 
@@ -307,7 +309,32 @@ def batch_agrees(raws: list[RawRecord]) -> int:
     return batch.fast
 
 
+def entry_agrees(data: bytes, templates: list[BallotTemplate]) -> bool:
+    """Assert that the recount's fast ways with a decrypted entry (the accept-only parsers
+    on orjson's value, parse_entry, the compiled ballot check) agree with the strict ones
+    (parse_json, Struct.parse, vote_problems); True if an accept-only parser took it."""
+    value = canonical_value(data)  # what the recount hands them (orjson would keep duplicates)
+    took = False
+    for entry, accept in ((VoteEntry, accept_vote_entry), (VoterEntry, accept_voter_entry)):
+        strict: Any = None
+        with contextlib.suppress(EncodingError):  # SchemaError is one
+            strict = entry.parse(parse_json(data, what="entry"), "entry")
+        fast = accept(value)
+        if fast is not None:
+            assert fast == strict, f"accepted as {fast!r}, the strict parser says {strict!r}"
+            took = True
+        try:
+            assert parse_entry(data, entry) == strict
+        except EncodingError:
+            assert strict is None, "parse_entry refused what the strict parser accepts"
+        if isinstance(strict, VoteEntry):
+            for template in templates:
+                assert valid_vote_check(template)(strict) == (not vote_problems(template, strict))
+    return took
+
+
 def _entry(c: Corpus, data: bytes) -> str:
+    entry_agrees(data, c.templates)
     value = parse_json(data, what="entry")
     accepted = False
     try:

@@ -398,10 +398,10 @@ def test_a_block_met_by_a_bug_is_never_kept(
 ) -> None:
     trust, cache = clean / "trust.toml", tmp_path / "cache"
 
-    def broken(*_: object) -> list[str]:
+    def broken(*_: object) -> bool:
         raise RuntimeError("a bug in the ballot rules")
 
-    monkeypatch.setattr(recount, "vote_problems", broken)
+    monkeypatch.setattr(recount, "valid_vote_check", lambda _template: broken)
     buggy = _verify(store, trust, cache)
     assert buggy.verdict == "not-verified" and buggy.internal_errors
     assert _parts(cache, "block") == []

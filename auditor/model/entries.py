@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import typing
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from auditor.errors import SchemaError
-from auditor.limits import MAX_OPTIONS, MAX_QUESTIONS
-from auditor.model.encoding import jcs, sha256
+from auditor.limits import MAX_OPTIONS, MAX_QUESTIONS, MAX_TEXT_CHARS
+from auditor.model.encoding import MAX_SAFE_INT, is_cid_text, jcs, sha256
 from auditor.model.schema import (
     Cid,
     Code,
@@ -23,7 +25,14 @@ from auditor.model.schema import (
     text,
 )
 
-__all__ = ["Answer", "VoteEntry", "VoterEntry", "voter_entry_digest"]
+__all__ = [
+    "Answer",
+    "VoteEntry",
+    "VoterEntry",
+    "accept_vote_entry",
+    "accept_voter_entry",
+    "voter_entry_digest",
+]
 
 AnswerValue = tuple[str, ...] | dict[str, int] | str
 
@@ -68,5 +77,102 @@ class VoterEntry(Struct):
 
 def voter_entry_digest(key: str, registrant: str, template: str) -> bytes:
     """sha256(JCS({"v":1,"type":"voter_entry","body":{key, registrant, template}})) (spec §4.8)."""
+    if _PLAIN.fullmatch(key) and _PLAIN.fullmatch(registrant) and _PLAIN.fullmatch(template):
+        # nothing to escape: the JCS bytes, written out (members sorted: body, type, v)
+        data = f'{{"body":{{"key":"{key}","registrant":"{registrant}","template":"{template}"}},'
+        return sha256(f'{data}"type":"voter_entry","v":1}}'.encode("ascii"))
     body = {"key": key, "registrant": registrant, "template": template}
     return sha256(jcs({"v": 1, "type": "voter_entry", "body": body}))
+
+
+# ---------------------------------------------------------------------------- accept-only parsers
+#
+# The recount parses two entries per vote. accept_vote_entry and accept_voter_entry take
+# canonical_value's value of an entry (orjson's, for bytes that are its own sorted
+# output: so no duplicate member names) and return what ``VoteEntry.parse`` / ``VoterEntry.parse``
+# would return for it, or None when they are not sure it is valid; the caller then runs
+# the strict parser, which words every refusal (the same contract as the harvest's bulk
+# path, D40; tests/test_entries_fast.py holds them to it). Each check below is the
+# validator's own test, written for the types orjson produces.
+
+_PLAIN = re.compile(r"[A-Za-z0-9_-]*")  # b64u and CID text: JSON strings with nothing to escape
+_KEY = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")  # canonical b64u of 32 bytes
+_SIGNATURE = re.compile(r"[A-Za-z0-9_-]{85}[AQgw]")  # of 64 bytes
+_NONCE = re.compile(r"[A-Za-z0-9_-]{21}[AQgw]")  # of 16 bytes
+_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_VOTE_MEMBERS = frozenset(("template", "nonce", "answers"))
+_VOTER_MEMBERS = frozenset(("template", "registrant", "key", "signature"))
+_ANSWER_MEMBERS = frozenset(("question", "values"))
+# Codes seen to match _CODE: a set lookup instead of a pattern for the few codes an
+# election's votes repeat (bounded: past the bound, codes are matched every time).
+_CODES: set[str] = set()
+_MAX_CODES = 4096
+
+
+def _is_code(value: Any) -> bool:
+    if type(value) is not str:
+        return False
+    if value in _CODES:
+        return True
+    if _CODE.fullmatch(value) is not None:
+        if len(_CODES) < _MAX_CODES:
+            _CODES.add(value)
+        return True
+    return False
+
+
+def _accept_values(value: Any) -> AnswerValue | None:
+    kind = type(value)
+    if kind is str:
+        return value if len(value) <= MAX_TEXT_CHARS else None
+    if kind is list:
+        if len(value) > MAX_OPTIONS or not all(map(_is_code, value)):
+            return None
+        return tuple(value)
+    if kind is dict:
+        if len(value) > MAX_OPTIONS or not all(map(_is_code, value)):
+            return None
+        for score in value.values():
+            if type(score) is not int or not -MAX_SAFE_INT <= score <= MAX_SAFE_INT:
+                return None
+        return typing.cast(dict[str, int], value)
+    return None
+
+
+def accept_vote_entry(value: Any) -> VoteEntry | None:
+    """``VoteEntry.parse(value)`` when it surely succeeds, else None (see above)."""
+    if type(value) is not dict or value.keys() != _VOTE_MEMBERS:
+        return None
+    template, nonce, items = value["template"], value["nonce"], value["answers"]
+    if not is_cid_text(template) or type(nonce) is not str or _NONCE.fullmatch(nonce) is None:
+        return None
+    if type(items) is not list or len(items) > MAX_QUESTIONS:
+        return None
+    answers = []
+    for item in items:
+        if type(item) is not dict or item.keys() != _ANSWER_MEMBERS or not _is_code(item["question"]):
+            return None
+        values = _accept_values(item["values"])
+        if values is None:
+            return None
+        answers.append(Answer(item["question"], values))
+    return VoteEntry(template, nonce, tuple(answers))
+
+
+def accept_voter_entry(value: Any) -> VoterEntry | None:
+    """``VoterEntry.parse(value)`` when it surely succeeds, else None (see above)."""
+    if type(value) is not dict or value.keys() != _VOTER_MEMBERS:
+        return None
+    template, registrant, key, signature = (
+        value["template"],
+        value["registrant"],
+        value["key"],
+        value["signature"],
+    )
+    if not (is_cid_text(template) and is_cid_text(registrant)):
+        return None
+    if type(key) is not str or type(signature) is not str:
+        return None
+    if _KEY.fullmatch(key) is None or _SIGNATURE.fullmatch(signature) is None:
+        return None
+    return VoterEntry(template, registrant, key, signature)

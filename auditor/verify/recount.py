@@ -14,17 +14,18 @@ not, so the answers table and the findings are those of a run without the cache.
 
 from __future__ import annotations
 
+import typing
 from collections import defaultdict, deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from auditor.crypto.ecies import combine_private, decrypt
-from auditor.crypto.ed25519 import verify_digest
+from auditor.crypto.ecies import combine_private
+from auditor.crypto.opener import Opener
 from auditor.errors import AuditError
-from auditor.model.ballot import vote_problems
+from auditor.model.ballot import valid_vote_check, vote_problems
 from auditor.model.encoding import (
     NOT_CANONICAL,
     b64u_decode,
@@ -34,7 +35,8 @@ from auditor.model.encoding import (
     jcs,
     parse_json,
 )
-from auditor.model.entries import VoteEntry, VoterEntry
+from auditor.model.entries import VoteEntry, VoterEntry, accept_vote_entry, accept_voter_entry
+from auditor.model.envelope import signed_message
 from auditor.model.records import BallotTemplate
 from auditor.parallel import Task
 from auditor.verify.answers import AnswerRows, AnswersWriter, Row, record_batch
@@ -108,11 +110,23 @@ _STATE: dict[str, Any] = {}
 E = TypeVar("E", VoteEntry, VoterEntry)
 
 
+@dataclass(frozen=True)
+class _Template:
+    """An effective template as a worker reads votes against it (built once, in _init)."""
+
+    body: BallotTemplate
+    aad: bytes  # the template CID's UTF-8 bytes, the AEAD's associated data (spec §5.2)
+    kinds: Mapping[str, str]  # question code -> type, for the answers rows
+    valid: Callable[[VoteEntry], bool]  # ballot.valid_vote_check: True only for a valid vote
+
+
 def _init(private_key: bytes, templates: dict[str, bytes]) -> None:
-    _STATE["key"] = private_key
-    _STATE["templates"] = {
-        cid: BallotTemplate.parse(parse_json(raw), "template") for cid, raw in templates.items()
-    }
+    _STATE["opener"] = Opener(private_key)
+    _STATE["templates"] = {}
+    for cid, raw in templates.items():
+        body = BallotTemplate.parse(parse_json(raw), "template")
+        kinds = {q.code: q.type for q in body.questions}
+        _STATE["templates"][cid] = _Template(body, cid.encode("utf-8"), kinds, valid_vote_check(body))
 
 
 def _read_batch(batch: Sequence[Item]) -> _Batch:
@@ -144,10 +158,9 @@ def _read_block(
     votes: list[bytes],
     voters: list[bytes],
 ) -> BlockResult:
-    template: BallotTemplate | None = _STATE["templates"].get(template_cid)
-    member_keys = [b64u_encode(m) for m in members]
+    state: _Template | None = _STATE["templates"].get(template_cid)
     out = BlockResult(cid, template_cid, leaf, len(members))
-    if template is None:
+    if state is None:
         out.problems.append(
             (
                 "DEC-ENTRIES",
@@ -157,42 +170,58 @@ def _read_block(
         )
         return out
     out.counted = True
-    kinds = {q.code: q.type for q in template.questions}
+    opener: Opener = _STATE["opener"]
+    template, aad, kinds, valid = state.body, state.aad, state.kinds, state.valid
     for i, ciphertext in enumerate(votes):
-        where = f"block {cid}, votes[{i}]"
-        vote = _open(out, ciphertext, where, VoteEntry, "BAL-VALID")  # it decrypts but is no vote: §6
+        # it decrypts but is no vote: BAL-VALID (§6)
+        vote = _open(out, opener, ciphertext, aad, cid, "votes", i, VoteEntry, "BAL-VALID")
         if vote is None:
             continue
-        problems = vote_problems(template, vote)
+        if vote.template == template_cid and valid(vote):
+            rows.answers.add(template_cid, cid, leaf, i, vote, kinds)
+            continue
+        problems = vote_problems(template, vote)  # the words (and the verdict, if valid() was unsure)
         if vote.template != template_cid:
             problems.insert(0, f"it names template {vote.template}, the block is for {template_cid}")
         if problems:
             rows.nonces.append((template_cid, cid, i, vote.nonce))
+            why = "; ".join(problems)
             out.problems.append(
-                ("BAL-VALID", f"{where} (nonce {vote.nonce}) is not a valid vote: {'; '.join(problems)}")
+                ("BAL-VALID", f"block {cid}, votes[{i}] (nonce {vote.nonce}) is not a valid vote: {why}")
             )
             continue
         rows.answers.add(template_cid, cid, leaf, i, vote, kinds)
-    seen_keys = []
+    seen_keys = []  # the voter entries' keys, decoded (b64u text and bytes correspond one to one)
     for i, ciphertext in enumerate(voters):
-        where = f"block {cid}, voters[{i}]"
-        voter = _open(out, ciphertext, where, VoterEntry, "DEC-VOTER")
+        voter = _open(out, opener, ciphertext, aad, cid, "voters", i, VoterEntry, "DEC-VOTER")
         if voter is None:
             continue
-        seen_keys.append(voter.key)
-        if not verify_digest(voter.key, voter.signature, voter.digest):
+        # both parsers checked key and signature: b64u of 32 and 64 bytes
+        key = b64u_decode(voter.key, length=32)
+        seen_keys.append(key)
+        signature = b64u_decode(voter.signature, length=64)
+        if not opener.verify(key, signature, signed_message(voter.digest)):
             out.problems.append(
-                ("DEC-VOTER", f"{where}: the voter entry's signature by {voter.key} does not verify")
+                (
+                    "DEC-VOTER",
+                    f"block {cid}, voters[{i}]: the voter entry's signature by {voter.key} does not verify",
+                )
             )
         else:
-            rows.voters.append((cid, b64u_decode(voter.key), voter.registrant))
+            rows.voters.append((cid, key, voter.registrant))
         if voter.template != template_cid:
             out.problems.append(
-                ("DEC-VOTER", f"{where} names template {voter.template}; the block is for {template_cid}")
+                (
+                    "DEC-VOTER",
+                    f"block {cid}, voters[{i}] names template {voter.template}; "
+                    f"the block is for {template_cid}",
+                )
             )
-    if len(seen_keys) == len(voters) and sorted(seen_keys) != sorted(member_keys):
-        strangers = sorted(set(seen_keys) - set(member_keys))
-        absent = sorted(set(member_keys) - set(seen_keys))
+    if len(seen_keys) == len(voters) and sorted(seen_keys) != sorted(members):
+        seen = {b64u_encode(k) for k in seen_keys}
+        member_keys = {b64u_encode(m) for m in members}
+        strangers = sorted(seen - member_keys)
+        absent = sorted(member_keys - seen)
         out.problems.append(
             (
                 "DEC-VOTER",
@@ -204,13 +233,18 @@ def _read_block(
 
 
 def parse_entry(plaintext: bytes, entry: type[E]) -> E:
-    """A decrypted entry: orjson's parse when the bytes are its canonical output (as an
-    honest client's JCS bytes are) and the schema takes it, else the strict parser, which
-    also words every refusal. Every member of an entry has a typed validator (no float,
-    unsafe integer or non-ASCII member name passes one), so what the first way accepts the
-    second accepts as the same value (D40 argues the same for records)."""
+    """A decrypted entry: when the bytes are orjson's canonical output (as an honest
+    client's JCS bytes are), the accept-only parser's (entries.accept_vote_entry,
+    accept_voter_entry) or else the schema's parse of orjson's value; otherwise, or when
+    the schema refuses, the strict parser, which also words every refusal. Every member
+    of an entry has a typed validator (no float, unsafe integer or non-ASCII member name
+    passes one), so what the first ways accept the last accepts as the same value (D40,
+    D41)."""
     value = canonical_value(plaintext)
     if value is not NOT_CANONICAL:
+        accepted = accept_vote_entry(value) if entry is VoteEntry else accept_voter_entry(value)
+        if accepted is not None:
+            return typing.cast(E, accepted)
         try:
             return entry.parse(value, "entry")
         except AuditError:
@@ -218,19 +252,33 @@ def parse_entry(plaintext: bytes, entry: type[E]) -> E:
     return entry.parse(parse_json(plaintext, what="entry"), "entry")
 
 
-def _open(out: BlockResult, ciphertext: bytes, where: str, entry: type[E], check: str) -> E | None:
-    """The decrypted ``entry``; a ciphertext that does not open is DEC-ENTRIES, a plaintext
-    that is not a well-formed entry of that kind is ``check`` (BAL-VALID or DEC-VOTER, D28)."""
+def _open(
+    out: BlockResult,
+    opener: Opener,
+    ciphertext: bytes,
+    aad: bytes,
+    cid: str,
+    where: str,
+    i: int,
+    entry: type[E],
+    check: str,
+) -> E | None:
+    """The decrypted ``entry`` (block ``cid``'s ``where[i]``); a ciphertext that does not
+    open is DEC-ENTRIES, a plaintext that is not a well-formed entry of that kind is
+    ``check`` (BAL-VALID or DEC-VOTER, D28)."""
     try:
-        plaintext = decrypt(ciphertext, _STATE["key"], out.template)
+        plaintext = opener.open(ciphertext, aad)
     except AuditError as e:
-        out.problems.append(("DEC-ENTRIES", f"{where} does not decrypt: {e}"))
+        out.problems.append(("DEC-ENTRIES", f"block {cid}, {where}[{i}] does not decrypt: {e}"))
         return None
     try:
         return parse_entry(plaintext, entry)
     except AuditError as e:
         out.problems.append(
-            (check, f"{where} decrypts to something that is not a valid {entry.__name__}: {e}")
+            (
+                check,
+                f"block {cid}, {where}[{i}] decrypts to something that is not a valid {entry.__name__}: {e}",
+            )
         )
         return None
 

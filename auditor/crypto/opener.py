@@ -1,0 +1,82 @@
+"""The recount's per-ciphertext libsodium calls, made directly (spec §3, §5.2).
+
+:func:`auditor.crypto.ecies.decrypt` and :func:`auditor.crypto.ed25519.verify` go
+through PyNaCl's bindings, which check their arguments' types and lengths, allocate
+output buffers and copy results on every call: some 25 µs a ciphertext, a tenth of the
+cryptographic work itself. The recount opens two ciphertexts and checks one signature
+per vote, millions of times with one key, so :class:`Opener` calls the same libsodium
+functions through PyNaCl's own cffi module, with buffers allocated once. Same
+functions, same order, same errors and messages: tests/test_crypto.py checks that
+``Opener.open`` agrees with ``decrypt`` and ``Opener.verify`` with ``verify``, on good
+and broken inputs (D41).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from nacl._sodium import ffi, lib
+
+from auditor.crypto.ecies import _TAG, _ZERO_NONCE, ECIES_LABEL
+from auditor.errors import CryptoError
+
+__all__ = ["Opener"]
+
+_NOT_A_POINT = "ciphertext R is not a valid prime-order Edwards25519 point"
+_NO_OPEN = "ciphertext does not decrypt under the election key and template"
+
+
+class Opener:
+    """Opens ciphertexts with one private key, as ``decrypt(ciphertext, private_key, aad)``,
+    and verifies Ed25519 signatures, as ``verify``. Not thread-safe (its buffers are reused)."""
+
+    __slots__ = ("_key", "_length", "_plain", "_shared", "_size")
+
+    def __init__(self, private_key: bytes) -> None:
+        if len(private_key) != 32:  # decrypt's scalarmult refuses any other length (as "does not decrypt")
+            raise ValueError("a private key has 32 bytes")
+        self._key = bytes(private_key)
+        self._shared = ffi.new("unsigned char[]", 32)
+        self._length = ffi.new("unsigned long long *")
+        self._size = 0
+        self._plain = ffi.new("unsigned char[]", 0)
+        self._grow(1024)
+
+    def _grow(self, size: int) -> None:
+        if size > self._size:
+            self._size = max(size, 2 * self._size)
+            self._plain = ffi.new("unsigned char[]", self._size)
+
+    def open(self, ciphertext: bytes, aad: bytes) -> bytes:
+        """The plaintext (``aad``: the template CID's UTF-8 bytes); CryptoError says why not,
+        with decrypt's words."""
+        if len(ciphertext) < 32 + _TAG:
+            raise CryptoError(f"ciphertext of {len(ciphertext)} bytes, expected at least {32 + _TAG}")
+        r_point = ciphertext[:32]
+        if lib.crypto_core_ed25519_is_valid_point(r_point) != 1:
+            raise CryptoError(_NOT_A_POINT)
+        shared = self._shared
+        if lib.crypto_scalarmult_ed25519_noclamp(shared, self._key, r_point) != 0:
+            raise CryptoError(_NO_OPEN)
+        key = hashlib.sha256(ECIES_LABEL + r_point + bytes(ffi.buffer(shared, 32))).digest()
+        sealed = ciphertext[32:]
+        size = len(sealed) - _TAG
+        self._grow(size)
+        plain = self._plain
+        if (
+            lib.crypto_aead_xchacha20poly1305_ietf_decrypt(
+                plain, ffi.NULL, ffi.NULL, sealed, len(sealed), aad, len(aad), _ZERO_NONCE, key
+            )
+            != 0
+        ):
+            raise CryptoError(_NO_OPEN)
+        return bytes(ffi.buffer(plain, size))
+
+    def verify(self, public_key: bytes, signature: bytes, message: bytes) -> bool:
+        """Strict Ed25519 verification (libsodium's crypto_sign_open, as ``verify``); False for
+        any bad key, signature or length."""
+        if len(public_key) != 32 or len(signature) != 64:
+            return False
+        signed = signature + message
+        self._grow(len(signed))
+        return bool(lib.crypto_sign_open(self._plain, self._length, signed, len(signed), public_key) == 0)

@@ -1,0 +1,332 @@
+"""The recount's fast paths against the strict ones they stand in for (D41).
+
+- ``Opener`` (libsodium called directly) against ``ecies.decrypt`` and ``ed25519.verify``:
+  the same plaintexts, the same errors with the same words.
+- ``accept_vote_entry`` / ``accept_voter_entry`` only ever accept: what they take, the
+  strict parser takes as the same value; they take the entries of a real election.
+- ``valid_vote_check(template)`` is True exactly when ``vote_problems`` is empty.
+- ``voter_entry_digest`` writes out the JCS bytes that ``jcs`` makes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nacl.bindings import crypto_core_ed25519_add
+
+from auditor.crypto.ecies import ELL, decrypt, encrypt, is_valid_point, public_of
+from auditor.crypto.ed25519 import SigningKey, verify
+from auditor.crypto.opener import Opener
+from auditor.errors import CryptoError
+from auditor.model.ballot import valid_vote_check, vote_problems
+from auditor.model.encoding import jcs, sha256
+from auditor.model.entries import (
+    VoteEntry,
+    VoterEntry,
+    accept_vote_entry,
+    accept_voter_entry,
+    voter_entry_digest,
+)
+from tests.fuzzing import Corpus, build_corpus, entry_agrees, mutate
+from tests.test_ballot import CID, FULL, INVALID, NONCE, TEMPLATE, VALID
+
+KEY = "A" * 43
+SIG = "A" * 86
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
+    return build_corpus(tmp_path_factory.mktemp("recount-fast"))
+
+
+# ---------------------------------------------------------------------------- Opener
+
+
+def _outcome(f: Any, *args: Any) -> tuple[str, Any]:
+    try:
+        return "ok", f(*args)
+    except CryptoError as e:
+        return "error", str(e)
+
+
+# a point of order 8 (small order) and one of mixed order (prime-order point + torsion)
+SMALL = bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a")
+MIXED = crypto_core_ed25519_add(public_of((5).to_bytes(32, "little")), SMALL)
+
+
+def test_opener_agrees_with_decrypt() -> None:
+    assert not is_valid_point(SMALL) and not is_valid_point(MIXED)
+    rng = random.Random(5)
+    private = (7).to_bytes(32, "little")
+    election = public_of(private)
+    aad = "bagaaieratemplate"
+    good = [
+        encrypt(rng.randbytes(n), election, aad, (3 + n).to_bytes(32, "little")) for n in (0, 1, 60, 2000)
+    ]
+    cases = [*good]
+    for c in good:
+        cases += [
+            c[:-1] + bytes([c[-1] ^ 1]),  # tag
+            c[:40] + bytes([c[40] ^ 0x80]) + c[41:],  # body
+            bytes([c[0] ^ 1]) + c[1:],  # R: another point, or none
+            c[:47],  # too short
+            c[:48],  # exactly R and a tag
+            SMALL + c[32:],
+            MIXED + c[32:],
+            bytes(32) + c[32:],
+            b"\xff" * 32 + c[32:],
+        ]
+    cases += [b"", bytes(47), rng.randbytes(48), rng.randbytes(100)]
+    for key in (private, bytes(32), (ELL + 7).to_bytes(32, "little")):
+        opener = Opener(key)
+        for c in cases:
+            for template in (aad, "another", ""):
+                expected = _outcome(decrypt, c, key, template)
+                assert _outcome(opener.open, c, template.encode()) == expected
+    assert _outcome(Opener(private).open, good[2], aad.encode())[0] == "ok"
+
+
+def test_opener_verifies_as_verify() -> None:
+    key = SigningKey.derive("opener")
+    message = b"votetorrent/1:" + bytes(32)
+    signature = key.sign(message)
+    opener = Opener(bytes(32))
+    s = int.from_bytes(signature[32:], "little") + ELL
+    cases = [
+        (key.public, signature, message),
+        (key.public, signature, message + b"x"),
+        (key.public, signature[:63] + bytes([signature[63] ^ 1]), message),
+        (key.public, signature[:32] + s.to_bytes(32, "little"), message),  # S not reduced
+        (SMALL, signature, message),
+        (key.public[:31], signature, message),
+        (key.public, signature[:63], message),
+        (key.public, signature + b"\x00", message),
+        (bytes(32), bytes(64), b""),
+        (key.public, key.sign(b"x" * 5000), b"x" * 5000),  # longer than the first buffer
+    ]
+    for public, sig, msg in cases:
+        assert opener.verify(public, sig, msg) == verify(public, sig, msg)
+    assert opener.verify(*cases[0]) and opener.verify(*cases[-1])
+
+
+# ---------------------------------------------------------------------------- accept-only parsers
+
+
+def test_the_fast_parsers_take_a_real_elections_entries(corpus: Corpus) -> None:
+    assert all(entry_agrees(data, corpus.templates) for data in corpus.entries)
+
+
+def test_mutated_entries_agree(corpus: Corpus) -> None:
+    rng = random.Random(11)
+    for _ in range(1500):
+        data = rng.choice(corpus.entries)
+        for _ in range(rng.randrange(1, 4)):
+            data = mutate(rng, data, corpus)
+        entry_agrees(data, corpus.templates)
+
+
+def _vote(**change: Any) -> dict[str, Any]:
+    value = {
+        "template": CID,
+        "nonce": NONCE,
+        "answers": [{"question": q, "values": v} for q, v in FULL],
+    }
+    value.update(change)
+    return value
+
+
+def _answers(values: Any) -> dict[str, Any]:
+    return _vote(answers=[{"question": "mayor", "values": values}])
+
+
+def _voter(**change: Any) -> dict[str, Any]:
+    value = {"template": CID, "registrant": CID, "key": KEY, "signature": SIG}
+    value.update(change)
+    return value
+
+
+REFUSED_VOTES = {
+    "not an object": [],
+    "missing member": {"template": CID, "nonce": NONCE},
+    "extra member": _vote(extra=1),
+    "template not a CID": _vote(template="bagaaiera"),
+    "template not canonical": _vote(template=CID[:-1] + "b"),
+    "template an integer": _vote(template=1),
+    "nonce of 15 bytes": _vote(nonce="A" * 20),
+    "nonce of 17 bytes": _vote(nonce="A" * 23),
+    "nonce not canonical": _vote(nonce="A" * 21 + "B"),
+    "nonce with padding": _vote(nonce="A" * 22 + "=="),
+    "nonce an array": _vote(nonce=[NONCE]),
+    "answers an object": _vote(answers={}),
+    "too many answers": _vote(answers=[{"question": "q", "values": "x"}] * 257),
+    "answer not an object": _vote(answers=["mayor"]),
+    "answer with an extra member": _vote(answers=[{"question": "mayor", "values": [], "x": 1}]),
+    "question not a code": _vote(answers=[{"question": "may or", "values": []}]),
+    "question too long": _vote(answers=[{"question": "q" * 65, "values": []}]),
+    "question an integer": _vote(answers=[{"question": 1, "values": []}]),
+    "option not a code": _answers(["ali ce"]),
+    "option an integer": _answers([1]),
+    "option a float": _answers([1.5]),
+    "option an array": _answers([["alice"]]),
+    "option null": _answers([None]),
+    "option empty": _answers([""]),
+    "too many options": _answers(["a"] * 1025),
+    "score a float": _answers({"parks": 1.0}),
+    "score a boolean": _answers({"parks": True}),
+    "score unsafe": _answers({"parks": 2**53}),
+    "score a string": _answers({"parks": "1"}),
+    "score name not a code": _answers({"par ks": 1}),
+    "too many scores": _answers({f"o{i}": 0 for i in range(1025)}),
+    "values a number": _answers(1),
+    "values null": _answers(None),
+    "values a boolean": _answers(False),
+    "text too long": _answers("x" * (2**20 + 1)),
+}
+
+
+@pytest.mark.parametrize("value", REFUSED_VOTES.values(), ids=REFUSED_VOTES.keys())
+def test_the_vote_parser_leaves_refusals_to_the_strict_one(value: Any) -> None:
+    assert accept_vote_entry(value) is None
+    entry_agrees(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), [TEMPLATE])
+
+
+REFUSED_VOTERS = {
+    "not an object": "x",
+    "missing member": {"template": CID, "registrant": CID, "key": KEY},
+    "extra member": _voter(nonce=NONCE),
+    "registrant not a CID": _voter(registrant="b" * 61),
+    "template not a CID": _voter(template=None),
+    "key of 31 bytes": _voter(key="A" * 42),
+    "key of 33 bytes": _voter(key="A" * 44),
+    "key not canonical": _voter(key="A" * 42 + "B"),
+    "key not b64u": _voter(key="+" * 43),
+    "key an integer": _voter(key=0),
+    "signature of 63 bytes": _voter(signature="A" * 84),
+    "signature not canonical": _voter(signature="A" * 85 + "B"),
+    "signature with a newline": _voter(signature=SIG + "\n"),
+}
+
+
+@pytest.mark.parametrize("value", REFUSED_VOTERS.values(), ids=REFUSED_VOTERS.keys())
+def test_the_voter_parser_leaves_refusals_to_the_strict_one(value: Any) -> None:
+    assert accept_voter_entry(value) is None
+    entry_agrees(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), [TEMPLATE])
+
+
+ACCEPTED = {
+    "a full vote": _vote(),
+    "no answers": _vote(answers=[]),
+    "an invalid vote is still an entry": _answers(["zed", "zed", "alpha"]),
+    "a text of every kind of character": _answers('é\u2028\x7f\U0001f68c"\\'),
+    "empty selection": _answers([]),
+    "negative score": _answers({"parks": -(2**53) + 1}),
+    "a voter entry": _voter(),
+    "a voter entry with a real-looking key": _voter(key="Ab-_" * 10 + "AbE", signature="z9" * 42 + "zw"),
+}
+
+
+@pytest.mark.parametrize("value", ACCEPTED.values(), ids=ACCEPTED.keys())
+def test_the_fast_parsers_accept_well_formed_entries(value: Any) -> None:
+    assert entry_agrees(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), [TEMPLATE])
+
+
+def test_non_canonical_bytes_go_the_strict_way() -> None:
+    value = _vote()
+    for data in (
+        json.dumps(value).encode(),  # spaces, unsorted
+        json.dumps(value, sort_keys=True, indent=1).encode(),
+        orjson.dumps(value, option=orjson.OPT_SORT_KEYS).replace(b"alice", b"\\u0061lice"),
+        orjson.dumps(value, option=orjson.OPT_SORT_KEYS).replace(
+            b'"mayor"', b'"mayor","question":"mayor"', 1
+        ),
+    ):
+        entry_agrees(data, [TEMPLATE])
+
+
+@settings(max_examples=300)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+        max_leaves=12,
+    )
+)
+def test_any_values_in_an_answer_agree(values: Any) -> None:
+    try:
+        data = orjson.dumps(_answers(values), option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return
+    entry_agrees(data, [TEMPLATE])
+
+
+# ---------------------------------------------------------------------------- the ballot check
+
+
+@pytest.mark.parametrize("entry", [c[1] for c in VALID], ids=[c[0] for c in VALID])
+def test_the_check_passes_valid_votes(entry: VoteEntry) -> None:
+    assert valid_vote_check(TEMPLATE)(entry)
+
+
+@pytest.mark.parametrize("entry", [c[1] for c in INVALID], ids=[c[0] for c in INVALID])
+def test_the_check_refuses_invalid_votes(entry: VoteEntry) -> None:
+    assert vote_problems(TEMPLATE, entry)
+    assert not valid_vote_check(TEMPLATE)(entry)
+
+
+_CODES = st.sampled_from(
+    ["alice", "bob", "carol", "dave", "a", "b", "c", "d", "x", "y", "z", "parks", "roads"]
+)
+_QUESTIONS = st.sampled_from(["mayor", "council", "route", "budget", "comment", "other"])
+_VALUES = st.one_of(
+    st.lists(_CODES, max_size=5).map(tuple),
+    st.dictionaries(_CODES, st.integers(-4, 6), max_size=3),
+    st.text(max_size=12),
+)
+
+
+@settings(max_examples=1500)
+@given(st.lists(st.tuples(_QUESTIONS, _VALUES), max_size=6))
+def test_the_check_agrees_with_vote_problems(answers: list[tuple[str, Any]]) -> None:
+    entry = VoteEntry.parse(
+        {
+            "template": CID,
+            "nonce": NONCE,
+            "answers": [
+                {"question": q, "values": list(v) if isinstance(v, tuple) else v} for q, v in answers
+            ],
+        },
+        "vote",
+    )
+    assert valid_vote_check(TEMPLATE)(entry) == (not vote_problems(TEMPLATE, entry))
+
+
+def test_the_check_agrees_on_a_real_elections_votes(corpus: Corpus) -> None:
+    for template in corpus.templates:
+        check = valid_vote_check(template)
+        valid = [v for v in corpus.votes if check(v)]
+        assert valid  # it does accept
+        for vote in corpus.votes:
+            assert check(vote) == (not vote_problems(template, vote))
+
+
+# ---------------------------------------------------------------------------- the voter entry digest
+
+
+@settings(max_examples=200)
+@given(st.text(max_size=50), st.text(max_size=61), st.text(max_size=61))
+def test_the_voter_entry_digest_is_that_of_its_jcs(key: str, registrant: str, template: str) -> None:
+    body = {"key": key, "registrant": registrant, "template": template}
+    try:
+        expected = sha256(jcs({"v": 1, "type": "voter_entry", "body": body}))
+    except Exception:
+        return  # a lone surrogate: refused either way
+    assert voter_entry_digest(key, registrant, template) == expected
+    entry = VoterEntry.parse(_voter(), "entry")
+    body = {"key": KEY, "registrant": CID, "template": CID}
+    assert entry.digest == sha256(jcs({"v": 1, "type": "voter_entry", "body": body}))
