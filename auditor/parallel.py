@@ -11,8 +11,7 @@ the findings do not depend on where or how fast the work ran.
   one process and no pool at all for small inputs or ``workers=1``. Worker processes are
   started by a fork server (:data:`START_METHOD`), never forked from this process: a
   forked worker's RSS would count every page this process holds (at a million voters,
-  DuckDB's tables and the signatures' outcomes: ≈ 1.9 GB per worker), and a fork of a
-  process with DuckDB's threads running is unsafe.
+  DuckDB's tables and the signatures' outcomes: ≈ 1.9 GB per worker).
 - :class:`auditor.cluster.DaskRunner` sends the batches to the workers of a Dask
   scheduler; :func:`open_runner` picks one.
 

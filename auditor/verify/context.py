@@ -8,8 +8,9 @@ Opening an audit does the work that every later check relies on, once:
    with set operations in DuckDB;
 2. pick the election under audit (the trust file's election authority decides when the
    evidence holds several);
-3. verify every signature in the store in parallel batches (libsodium releases the GIL,
-   so both cores work) and register the outcome as the DuckDB table ``sig_ok``;
+3. verify every signature in the store in packed batches on the worker processes (keys,
+   signatures and digests joined into three strings a batch) and register the outcome
+   as the DuckDB table ``sig_ok``;
 4. verify every timestamp token in worker processes (asn1crypto is pure Python) against
    the election's TSA certificates; a record's **proven time** is the latest genTime of
    its valid tokens (spec §3) and is registered as the table ``proven``.
