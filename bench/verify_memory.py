@@ -41,21 +41,24 @@ class Sampler(threading.Thread):
         self.main = self.worker = 0
         self.overall_main = self.overall_worker = 0
         self.stop = threading.Event()
+        self.lock = threading.Lock()
 
     def run(self) -> None:
         while not self.stop.wait(0.1):
-            self.main = max(self.main, self.me.memory_info().rss)
-            for child in self.me.children(recursive=True):
-                try:
-                    self.worker = max(self.worker, child.memory_info().rss)
-                except psutil.Error:
-                    continue
-            self.overall_main = max(self.overall_main, self.main)
-            self.overall_worker = max(self.overall_worker, self.worker)
+            with self.lock:  # a sample read before a take() counts for the stage before it
+                self.main = max(self.main, self.me.memory_info().rss)
+                for child in self.me.children(recursive=True):
+                    try:
+                        self.worker = max(self.worker, child.memory_info().rss)
+                    except psutil.Error:
+                        continue
+                self.overall_main = max(self.overall_main, self.main)
+                self.overall_worker = max(self.overall_worker, self.worker)
 
     def take(self) -> tuple[int, int]:
-        main, worker = self.main, self.worker
-        self.main = self.worker = 0
+        with self.lock:
+            main, worker = self.main, self.worker
+            self.main = self.worker = 0
         return main, worker
 
 
