@@ -152,7 +152,7 @@ def test_signatures_on_worker_processes_give_the_same_findings(
 
 
 def test_blocks_judged_a_part_at_a_time_give_the_same_findings(
-    sims: Callable[[str | None], Path], tmp_path: Path
+    sims: Callable[[str | None], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The block checks read the vote blocks one Parquet part at a time (Audit.sources);
     a store whose blocks are spread over several parts is judged as one with a single part."""
@@ -175,6 +175,7 @@ def test_blocks_judged_a_part_at_a_time_give_the_same_findings(
         pq.write_table(table.slice(i, 7), folder / names[-1])
     log["parts"]["vote_block"] = names
     (store / "store.json").write_text(json.dumps(log), encoding="utf-8")
+    monkeypatch.setattr(context, "SOURCE_BYTES", 1)  # one part a query
     audit = Audit(store, trust, workers=1)
     try:
         assert len(audit.sources("vote_block")) == len(names) > 2
@@ -182,6 +183,12 @@ def test_blocks_judged_a_part_at_a_time_give_the_same_findings(
         audit.close()
     split = verify_store(store, trust, workers=1, recount=False)
     assert [f.to_json() for f in split.findings] == [f.to_json() for f in whole.findings]
+    monkeypatch.setattr(context, "SOURCE_BYTES", 96 << 20)  # small parts: one run
+    audit = Audit(store, trust, workers=1)
+    try:
+        assert audit.sources("vote_block") == ["vote_block"]
+    finally:
+        audit.close()
     assert {f.check for f in split.findings} >= {"BLK-SHAPE"}
 
 

@@ -68,6 +68,7 @@ SMALL_TYPES = (
 SIG_BATCH = 4096
 SIG_STREAM = 1 << 18  # signatures read from DuckDB at a time
 TOKEN_BATCH = 256
+SOURCE_BYTES = 96 << 20  # Parquet bytes of a table read by one query of a step that reads in runs
 RELEASE_SLACK = 16 << 20  # bytes DuckDB may keep above what it uses when memory is released
 
 
@@ -282,14 +283,28 @@ class Audit:
                 self.con.execute("RESET memory_limit")
 
     def sources(self, table: str) -> list[str]:
-        """The store's ``table`` as SQL sources, one per Parquet part (the whole view when
-        it has one part or none): a query that holds each row's large columns while it
-        runs can take the parts one at a time (at a million voters, the vote blocks'
-        ciphertexts read all at once cost ≈ 1.4 GB, a part at a time ≈ 0.6 GB)."""
-        parts = EvidenceStore(self.root, create=False).parts(table)
-        if len(parts) <= 1:
+        """The store's ``table`` as SQL sources, each a run of its Parquet parts of at most
+        SOURCE_BYTES on disk (the whole view when that is one source): a query that holds
+        each row's large columns while it runs can take the parts a run at a time (at a
+        million voters, the vote blocks' ciphertexts read all at once cost ≈ 1.4 GB, a
+        part of 80 MB at a time ≈ 0.6 GB)."""
+        runs: list[list[Path]] = []
+        size = 0
+        for part in EvidenceStore(self.root, create=False).parts(table):
+            part_size = part.stat().st_size
+            if not runs or size + part_size > SOURCE_BYTES:
+                runs.append([])
+                size = 0
+            runs[-1].append(part)
+            size += part_size
+        if len(runs) <= 1:
             return [table]
-        return [f"read_parquet([{sql_literal(str(p.resolve()))}], union_by_name=true)" for p in parts]
+        return [
+            "read_parquet(["
+            + ", ".join(sql_literal(str(p.resolve())) for p in run)
+            + "], union_by_name=true)"
+            for run in runs
+        ]
 
     def rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         return self.con.execute(sql, params).fetchall()
