@@ -25,6 +25,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,33 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _peak_mb() -> float:
+def _peak_mb(descendants: int = 0) -> float:
+    """The highest RSS of this process and of any one of its children, in MB. The worker
+    processes are children of the fork server (auditor/parallel.py), not of this process:
+    ``descendants`` is their highest RSS, sampled while they ran."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, children) / 1024
+    return max(own, children, descendants // 1024) / 1024
+
+
+class _Descendants(threading.Thread):
+    """Samples, every 0.1 s, the RSS of every live descendant; keeps the highest."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self.done.wait(0.1):
+            for child in me.children(recursive=True):
+                try:
+                    self.peak = max(self.peak, child.memory_info().rss)
+                except psutil.Error:
+                    continue
 
 
 # ---------------------------------------------------------------------------- stages (child processes)
@@ -226,11 +250,15 @@ def main() -> None:
     work: Path = args.work or ROOT / "bench" / "out" / f"run-{args.voters}-{args.seed}"
     work.mkdir(parents=True, exist_ok=True)
     if args.stage:
+        sampler = _Descendants()
+        sampler.start()
         if args.stage == "verify":
             out = stage_verify(work, args.car, args.workers, args.cluster)
         else:
             out = STAGES[args.stage](work, args.car, args.workers)
-        out["peakMB"] = round(_peak_mb())
+        sampler.done.set()
+        out["peakMB"] = round(_peak_mb(sampler.peak))
+        out["peakMainMB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         print(json.dumps(out))
         return
     car = args.car

@@ -467,9 +467,12 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _literal(text: str) -> str:
+def sql_literal(text: str) -> str:
     """A SQL string literal (DDL cannot take prepared parameters)."""
     return "'" + text.replace("'", "''") + "'"
+
+
+_literal = sql_literal
 
 
 def connect(root: Path) -> duckdb.DuckDBPyConnection:

@@ -92,26 +92,33 @@ def check_blocks(audit: Audit) -> None:
     assert audit.election is not None
     con = audit.con
     con.execute(MACROS)
+    # each block's signatures, counted once; then the blocks a Parquet part at a time
+    # (their ciphertexts, as b64u text, are held while a part is judged: Audit.sources)
     con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE blk AS
-        WITH b AS (
-            SELECT cid, template, members,
-                   list_transform(members, lambda x: b64u(x)) AS mt,
-                   list_transform(votes, lambda x: b64u(x)) AS vt,
-                   list_transform(voters, lambda x: b64u(x)) AS wt
-            FROM vote_block WHERE election = ?
-        ), s AS (SELECT cid, count(*) AS n FROM signatures GROUP BY cid)
-        SELECT b.cid, b.template, b.members, len(mt) AS n_members, len(vt) AS n_votes,
-               len(wt) AS n_voters, coalesce(s.n, 0) AS n_sigs,
-               mt = list_sort(mt) AS members_sorted, len(list_distinct(mt)) = len(mt) AS members_distinct,
-               vt = list_sort(vt) AS votes_sorted, len(list_distinct(vt)) = len(vt) AS votes_distinct,
-               wt = list_sort(wt) AS voters_sorted, len(list_distinct(wt)) = len(wt) AS voters_distinct,
-               b.cid IN (SELECT cid FROM counted) AS counted
-        FROM b LEFT JOIN s USING (cid)
-        """,
-        [audit.election.cid],
+        "CREATE OR REPLACE TEMP TABLE blk_sigs AS SELECT cid, count(*) AS n FROM signatures GROUP BY cid"
     )
+    for i, source in enumerate(audit.sources("vote_block")):
+        con.execute(
+            f"""
+            {"CREATE OR REPLACE TEMP TABLE blk AS" if i == 0 else "INSERT INTO blk"}
+            WITH b AS (
+                SELECT cid, template, members,
+                       list_transform(members, lambda x: b64u(x)) AS mt,
+                       list_transform(votes, lambda x: b64u(x)) AS vt,
+                       list_transform(voters, lambda x: b64u(x)) AS wt
+                FROM {source} WHERE election = ?
+            )
+            SELECT b.cid, b.template, b.members, len(mt) AS n_members, len(vt) AS n_votes,
+                   len(wt) AS n_voters, coalesce(s.n, 0) AS n_sigs,
+                   mt = list_sort(mt) AS members_sorted, len(list_distinct(mt)) = len(mt) AS members_distinct,
+                   vt = list_sort(vt) AS votes_sorted, len(list_distinct(vt)) = len(vt) AS votes_distinct,
+                   wt = list_sort(wt) AS voters_sorted, len(list_distinct(wt)) = len(wt) AS voters_distinct,
+                   b.cid IN (SELECT cid FROM counted) AS counted
+            FROM b LEFT JOIN blk_sigs s USING (cid)
+            """,
+            [audit.election.cid],
+        )
+    con.execute("DROP TABLE blk_sigs")
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE member AS

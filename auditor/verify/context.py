@@ -8,8 +8,9 @@ Opening an audit does the work that every later check relies on, once:
    with set operations in DuckDB;
 2. pick the election under audit (the trust file's election authority decides when the
    evidence holds several);
-3. verify every signature in the store in parallel batches (libsodium releases the GIL,
-   so both cores work) and register the outcome as the DuckDB table ``sig_ok``;
+3. verify every signature in the store in packed batches on the worker processes (keys,
+   signatures and digests joined into three strings a batch) and register the outcome
+   as the DuckDB table ``sig_ok``;
 4. verify every timestamp token in worker processes (asn1crypto is pure Python) against
    the election's TSA certificates; a record's **proven time** is the latest genTime of
    its valid tokens (spec §3) and is registered as the table ``proven``.
@@ -24,8 +25,7 @@ import os
 import shutil
 import tempfile
 import time
-import typing
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -43,7 +44,7 @@ from auditor.limits import DUCKDB_MEMORY
 from auditor.model.encoding import b64u_decode, b64u_encode
 from auditor.model.envelope import SIGNING_PREFIX, Envelope, parse_envelope
 from auditor.parallel import LocalRunner, Runner, Task
-from auditor.store.evidence import connect
+from auditor.store.evidence import EvidenceStore, connect, sql_literal
 from auditor.trust import Trust
 from auditor.verify.cache import Lookup, ResultCache, Signed, TokenResult
 from auditor.verify.findings import Findings
@@ -67,6 +68,8 @@ SMALL_TYPES = (
 SIG_BATCH = 4096
 SIG_STREAM = 1 << 18  # signatures read from DuckDB at a time
 TOKEN_BATCH = 256
+SOURCE_BYTES = 96 << 20  # Parquet bytes of a table read by one query of a step that reads in runs
+RELEASE_SLACK = 16 << 20  # bytes DuckDB may keep above what it uses when memory is released
 
 
 @dataclass
@@ -84,8 +87,76 @@ def arrow(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) 
     return table
 
 
-def _verify_batch(batch: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
-    return [verify(key, sig, SIGNING_PREFIX + digest) for key, sig, digest in batch]
+Packed = tuple[bytes, bytes, bytes]
+"""A batch of signatures for a worker: their keys, signatures and record digests, each
+joined into one string (32, 64 and 32 bytes an item), so that a batch costs three
+copies to send, not a tuple per signature."""
+
+
+def _verify_packed(batch: Packed) -> bytes:
+    """One byte per signature of the batch, 1 if it verifies (spec §3), else 0."""
+    keys, sigs, digests = batch
+    out = bytearray(len(keys) // 32)
+    for i in range(len(out)):
+        d = 32 * i
+        if verify(keys[d : d + 32], sigs[2 * d : 2 * d + 64], SIGNING_PREFIX + digests[d : d + 32]):
+            out[i] = 1
+    return bytes(out)
+
+
+class _Slice:
+    """One slice of the signature stream on its way through the workers: the rows, the
+    cache's answer for them, and the packed batches of those to verify."""
+
+    def __init__(
+        self, table: pa.Table, found: Lookup[Signed, bool] | None, todo: list[Signed] | None
+    ) -> None:
+        self.table = table.select(["cid", "idx", "key"])
+        self.found = found
+        if todo is None:  # no cache: every row, packed straight from the Arrow columns
+            keys, sigs, digests = (table.column(c).combine_chunks() for c in ("key", "sig", "digest"))
+        else:
+            keys, sigs, digests = (pa.array([t[i] for t in todo], pa.binary()) for i in range(3))
+        lengths = [pc.binary_length(a).to_numpy(zero_copy_only=False) for a in (keys, sigs, digests)]
+        self.size = len(keys)
+        # well-formed rows go to the workers; a key, signature or digest of another length
+        # (a store edited by hand) is verified here, by the same function
+        self.well = (lengths[0] == 32) & (lengths[1] == 64) & (lengths[2] == 32)
+        self.odd: dict[int, bool] = {}
+        if not self.well.all():
+            for i in np.flatnonzero(~self.well).tolist():
+                key, sig, digest = keys[i].as_py(), sigs[i].as_py(), digests[i].as_py()
+                self.odd[i] = verify(key, sig, SIGNING_PREFIX + digest)
+            mask = pa.array(self.well)
+            keys, sigs, digests = keys.filter(mask), sigs.filter(mask), digests.filter(mask)
+        joined = [_joined(a, n) for a, n in ((keys, 32), (sigs, 64), (digests, 32))]
+        self.batches: list[Packed] = [
+            (joined[0][32 * i : 32 * j], joined[1][64 * i : 64 * j], joined[2][32 * i : 32 * j])
+            for i in range(0, len(keys), SIG_BATCH)
+            for j in (min(i + SIG_BATCH, len(keys)),)
+        ]
+        self.pending = len(self.batches)
+        self.results: list[bytes] = []
+
+    def add(self, result: bytes) -> None:
+        self.results.append(result)
+        self.pending -= 1
+
+    def outcomes(self) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        """Whether each row to verify verifies, in order."""
+        ok = np.zeros(self.size, np.bool_)
+        ok[self.well] = np.frombuffer(b"".join(self.results), np.uint8).astype(np.bool_)
+        for i, good in self.odd.items():
+            ok[i] = good
+        return ok
+
+
+def _joined(values: pa.Array, width: int) -> bytes:
+    """The values of a binary array whose items all have ``width`` bytes, end to end."""
+    if not len(values):
+        return b""
+    fixed = values.cast(pa.binary(width))
+    return bytes(fixed.buffers()[1].slice(fixed.offset * width, len(fixed) * width))
 
 
 _TSA: tuple[list[bytes], tuple[bytes, ...]] = ([], ())
@@ -139,9 +210,9 @@ class Audit:
         self.runner = runner or LocalRunner(self.workers)  # where the per-batch work runs (parallel.py)
         self.con = connect(root)
         # a fixed memory budget; what does not fit spills to the audit folder (limits.py)
-        budget = os.environ.get("VTAUDIT_DUCKDB_MEMORY", DUCKDB_MEMORY)
-        if budget:
-            self.con.execute("SET memory_limit = ?", [budget])
+        self._budget = os.environ.get("VTAUDIT_DUCKDB_MEMORY", DUCKDB_MEMORY)
+        if self._budget:
+            self.con.execute("SET memory_limit = ?", [self._budget])
         out.mkdir(parents=True, exist_ok=True)
         self.con.execute("SET temp_directory = ?", [str(out / "spill")])
         self.findings = Findings()
@@ -192,6 +263,48 @@ class Audit:
         shutil.rmtree(self.out / "spill", ignore_errors=True)
         if self._scratch is not None:
             self._scratch.cleanup()
+
+    def release_memory(self) -> None:
+        """Give back to the system the memory DuckDB keeps once a query is over.
+
+        DuckDB keeps the buffers its queries freed (sorts, hash tables, dropped tables) for
+        later queries, and so does the C allocator: after the block checks of a million
+        voters, ≈ 1 GB that nothing uses. A memory limit just above what DuckDB still uses
+        (its tables) makes it free them; the budget is then set back. Run after each step."""
+        used = self.rows("SELECT coalesce(sum(memory_usage_bytes), 0)::BIGINT FROM duckdb_memory()")[0][0]
+        try:
+            self.con.execute("SET memory_limit = ?", [f"{used + RELEASE_SLACK}B"])
+        except duckdb.Error:  # pragma: no cover - nothing could be freed: keep it
+            pass
+        finally:
+            if self._budget:
+                self.con.execute("SET memory_limit = ?", [self._budget])
+            else:
+                self.con.execute("RESET memory_limit")
+
+    def sources(self, table: str) -> list[str]:
+        """The store's ``table`` as SQL sources, each a run of its Parquet parts of at most
+        SOURCE_BYTES on disk (the whole view when that is one source): a query that holds
+        each row's large columns while it runs can take the parts a run at a time (at a
+        million voters, the vote blocks' ciphertexts read all at once cost ≈ 1.4 GB, a
+        part of 80 MB at a time ≈ 0.6 GB)."""
+        runs: list[list[Path]] = []
+        size = 0
+        for part in EvidenceStore(self.root, create=False).parts(table):
+            part_size = part.stat().st_size
+            if not runs or size + part_size > SOURCE_BYTES:
+                runs.append([])
+                size = 0
+            runs[-1].append(part)
+            size += part_size
+        if len(runs) <= 1:
+            return [table]
+        return [
+            "read_parquet(["
+            + ", ".join(sql_literal(str(p.resolve())) for p in run)
+            + "], union_by_name=true)"
+            for run in runs
+        ]
 
     def rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         return self.con.execute(sql, params).fetchall()
@@ -250,11 +363,14 @@ class Audit:
         with self.stage("load") as st:
             self._load_small()
             st.detail = f"{self.harvested:,} records, {sum(len(v) for v in self.by_type.values()):,} parsed"
+        self.release_memory()
         with self.stage("signatures") as st:
             st.detail = self._verify_signatures()
+        self.release_memory()
         self._choose_election()  # among validly signed election records
         with self.stage("timestamps") as st:
             st.detail = self._verify_tokens()
+        self.release_memory()
 
     def _load_small(self) -> None:
         self.harvested = self.rows("SELECT count(*) FROM envelopes")[0][0]
@@ -309,38 +425,62 @@ class Audit:
     def _verify_signatures(self) -> str:
         """Every signature in the store, streamed from DuckDB a slice at a time (a million
         voters have two million signatures: their rows as Python objects would take
-        gigabytes); the outcome is registered as ``sig_ok``."""
+        gigabytes) and verified in packed batches by the runner's worker processes; the
+        outcome is registered as ``sig_ok``."""
+        total = self.rows("SELECT count(*) FROM signatures")[0][0]
+        small = total <= 4 * SIG_BATCH
         # a cursor of its own: the other queries of this step must not end the stream
         stream = self.con.cursor()
         relation = stream.sql(
             "SELECT s.cid, s.idx, s.key, s.sig, e.digest FROM signatures s JOIN envelopes e USING (cid)"
         )
         reader = (getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch)(SIG_STREAM)
-        task = Task("signatures", _verify_batch, threads=True)  # libsodium releases the GIL
+        task = Task("signatures", _verify_packed)
+        slices: deque[_Slice] = deque()  # read, and not yet every batch verified
+
+        def batches() -> Iterator[Packed]:  # one pass of the runner over every slice
+            for batch in reader:
+                table = pa.Table.from_batches([batch])
+                table = table.set_column(4, "digest", self._digests(table))
+                if self.cache is None:
+                    part = _Slice(table, None, None)
+                else:
+                    triples = list(
+                        zip(*(table.column(c).to_pylist() for c in ("key", "sig", "digest")), strict=True)
+                    )
+                    found = self.cache.signatures(triples)
+                    part = _Slice(table, found, found.todo)
+                slices.append(part)
+                yield from part.batches
+
         parts: list[pa.Table] = []
         new_keys: list[bytes] = []  # the cache keys of the signatures checked, and their outcomes
         new_results: list[bool] = []
-        checked = reused = 0
+        counts = [0, 0]  # checked, reused
+
+        def finish(part: _Slice) -> None:
+            fresh = part.outcomes()
+            counts[0] += part.size
+            if part.found is None:
+                ok = pa.array(fresh, pa.bool_())
+            else:
+                fresh_list = fresh.tolist()
+                new_keys.extend(part.found.keys)
+                new_results.extend(fresh_list)
+                counts[1] += part.found.reused
+                ok = pa.array(part.found.merge(fresh_list), pa.bool_())
+            parts.append(part.table.append_column("ok", ok))
+
         try:
-            for batch in reader:
-                table = pa.Table.from_batches([batch])
-                keys = table.column("key").to_pylist()
-                triples = list(zip(keys, table.column("sig").to_pylist(), self._digests(table), strict=True))
-                found: Lookup[Signed, bool] = (
-                    self.cache.signatures(triples) if self.cache else Lookup.nothing(triples)
-                )
-                fresh: list[bool] = []
-                chunks = _chunks(found.todo, SIG_BATCH)
-                for part in self.runner.map(task, chunks, small=len(found.todo) <= SIG_BATCH):
-                    fresh.extend(part)
-                new_keys.extend(found.keys)
-                new_results.extend(fresh)
-                checked += len(found.todo)
-                reused += found.reused
-                ok = pa.array(found.merge(fresh), pa.bool_())
-                parts.append(table.select(["cid", "idx", "key"]).append_column("ok", ok))
+            for result in self.runner.map(task, batches(), small=small):
+                while not slices[0].pending:  # slices with nothing (left) to verify
+                    finish(slices.popleft())
+                slices[0].add(result)
+            while slices:
+                finish(slices.popleft())
         finally:
             stream.close()
+        checked, reused = counts
         if self.cache:  # one part for the run, however many slices the stream had
             self.cache.keep_signatures(Lookup([], [], new_keys), new_results)
         schema = pa.schema(
@@ -358,22 +498,25 @@ class Audit:
         total = sig_ok.num_rows
         bad = total - (pc.sum(sig_ok.column("ok")).as_py() or 0)
         note = reuse_note(reused, checked) if self.cache else ""
-        where = self.runner.describe(threads=True)
+        where = self.runner.describe(small=small)
         return f"{total:,} signatures{note}, {bad:,} do not verify, {where}"
 
-    def _digests(self, table: pa.Table) -> list[bytes]:
+    def _digests(self, table: pa.Table) -> pa.ChunkedArray | pa.Array:
         """The digest column; stores written before it existed get it from the raw bytes
         (of this table's records only: the signatures arrive a slice at a time)."""
-        digests: list[bytes | None] = table.column("digest").to_pylist()
-        if None not in digests:
-            return typing.cast(list[bytes], digests)
+        column = table.column("digest")
+        if column.null_count == 0:
+            return column
+        digests: list[bytes | None] = column.to_pylist()
         cids = table.column("cid").to_pylist()
         missing = sorted({c for c, d in zip(cids, digests, strict=True) if d is None})
         computed = {
             cid: parse_envelope(bytes(raw), cid=cid).digest
             for cid, raw in self.rows("SELECT cid, raw FROM envelopes WHERE list_contains(?, cid)", [missing])
         }
-        return [d if d is not None else computed[c] for c, d in zip(cids, digests, strict=True)]
+        return pa.array(
+            [d if d is not None else computed[c] for c, d in zip(cids, digests, strict=True)], pa.binary()
+        )
 
     def tsa_certificates(self) -> list[bytes]:
         if self.election is None:
@@ -394,7 +537,7 @@ class Audit:
         cids = table.column("cid").to_pylist()
         idxs = table.column("idx").to_pylist()
         types = table.column("type").to_pylist()
-        pairs = list(zip(table.column("token").to_pylist(), self._digests(table), strict=True))
+        pairs = list(zip(table.column("token").to_pylist(), self._digests(table).to_pylist(), strict=True))
         certs, roots = self.tsa_certificates(), (self.trust.tsa_roots if self.trust else ())
         fresh: list[TokenResult] = []
         if self.election is None:

@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from auditor.crypto import merkle
 from auditor.crypto.ecies import combine_public
@@ -250,12 +251,11 @@ def check_roll(audit: Audit) -> None:
         """,
         [authority, registration_end],
     )
-    cids = registrants.column("cid").to_pylist()
-    signed = registrants.column("self_signed").to_pylist()
-    f.checked("REG-ROLL", len(cids), f"{len(cids):,} registrants")
-    for cid, good in zip(cids, signed, strict=True):
-        if not good:
-            f.fail("REG-ROLL", cid, f"registrant {cid} is not validly signed by the key it registers")
+    f.checked("REG-ROLL", registrants.num_rows, f"{registrants.num_rows:,} registrants")
+    # only the unsigned ones as Python strings: a million CIDs as objects take ≈ 110 MB
+    unsigned = registrants.filter(pc.invert(registrants.column("self_signed")))
+    for cid in unsigned.column("cid").to_pylist():
+        f.fail("REG-ROLL", cid, f"registrant {cid} is not validly signed by the key it registers")
     for key, group in audit.rows(
         """
         SELECT key, list(cid ORDER BY cid) FROM registrant

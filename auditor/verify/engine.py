@@ -228,6 +228,7 @@ def _run(
             try:
                 step.run(audit)
                 stage.detail = audit.details.pop(step.name, "")
+                audit.release_memory()  # what the step's queries freed, before the next step
             except ClusterError:  # work was lost, not a bug: no verdict at all (cluster.py)
                 raise
             except Exception as e:

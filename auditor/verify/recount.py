@@ -49,6 +49,7 @@ __all__ = ["RECOUNT_CHECKS", "recount"]
 
 RECOUNT_CHECKS = ("DEC-ENTRIES", "DEC-VOTER", "DEC-NONCE", "BAL-VALID", "TALLY-TREE")
 BATCH = 64
+SORT_BLOCKS = 16_384  # counted blocks read and sorted by one query (_batches)
 VOTER_SCHEMA = pa.schema([("block", pa.string()), ("key", pa.binary()), ("registrant", pa.string())])
 NONCE_SCHEMA = pa.schema(
     [("template", pa.string()), ("block", pa.string()), ("vote", pa.int32()), ("nonce", pa.string())]
@@ -299,12 +300,19 @@ def _leaves(audit: Audit) -> dict[str, int]:
 
 
 def _batches(audit: Audit, leaves: dict[str, int]) -> Iterator[list[Item]]:
-    result = audit.con.execute(
-        "SELECT b.cid, b.template, b.members, b.votes, b.voters FROM vote_block b "
-        "WHERE b.cid IN (SELECT cid FROM counted) ORDER BY b.cid"
-    )
-    while rows := result.fetchmany(BATCH):
-        yield [(c, t, leaves[c], list(m), list(v), list(w)) for c, t, m, v, w in rows]
+    """The counted blocks with their ciphertexts, in CID order, read a range of CIDs at a
+    time: DuckDB sorts what it reads in memory (a million voters' ciphertexts sorted at
+    once took ≈ 960 MB, and the sort does not spill)."""
+    cids = sorted(leaves)  # the order of ORDER BY cid (CIDs are ASCII)
+    for start in range(0, len(cids), SORT_BLOCKS):
+        low, high = cids[start], cids[min(start + SORT_BLOCKS, len(cids)) - 1]
+        result = audit.con.execute(
+            "SELECT b.cid, b.template, b.members, b.votes, b.voters FROM vote_block b "
+            "WHERE b.cid IN (SELECT cid FROM counted) AND b.cid BETWEEN ? AND ? ORDER BY b.cid",
+            [low, high],
+        )
+        while rows := result.fetchmany(BATCH):
+            yield [(c, t, leaves[c], list(m), list(v), list(w)) for c, t, m, v, w in rows]
 
 
 class _Plan:

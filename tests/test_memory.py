@@ -1,0 +1,216 @@
+"""What the audit keeps in memory (issue 8: peak RSS): worker processes that do not
+inherit the auditor's memory, DuckDB's freed memory given back after each step, and the
+signatures verified in packed batches on the workers with the findings unchanged."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pyarrow as pa
+import pytest
+
+from auditor.crypto.ed25519 import SigningKey, verify
+from auditor.harvest import ArchiveSource, harvest
+from auditor.model.envelope import SIGNING_PREFIX
+from auditor.parallel import LocalRunner, Task
+from auditor.trust import load_trust
+from auditor.verify import context
+from auditor.verify.context import Audit, _Slice, _verify_packed
+from auditor.verify.engine import verify_store
+
+MB = 1 << 20
+
+_held: bytes | None = None  # set in the test's process only
+
+
+def _what_a_worker_sees(_batch: int) -> tuple[bool, int]:
+    return _held is not None, os.getppid()
+
+
+def test_workers_do_not_inherit_this_process_memory() -> None:
+    """A forked worker would hold (and count in its RSS) every page of the auditor: at a
+    million voters ≈ 1.9 GB of DuckDB tables and signature outcomes per worker. Workers
+    come from the fork server: nothing this process holds is in them."""
+    global _held
+    _held = b"x" * (64 * MB)
+    try:
+        seen = list(LocalRunner(2).map(Task("toy", _what_a_worker_sees), range(8)))
+    finally:
+        _held = None
+    assert not any(held for held, _ in seen)
+    assert all(parent != os.getpid() for _, parent in seen)  # the fork server is their parent
+
+
+def _store(election: Path, folder: Path) -> Path:
+    store = folder / "store"
+    harvest([ArchiveSource(election / "evidence.car")], store)
+    return store
+
+
+def test_release_memory_gives_back_what_duckdb_freed(clean: Path, tmp_path: Path) -> None:
+    """DuckDB keeps the memory of a dropped table (and of a query's sorts and hash tables)
+    for later queries; ``release_memory`` (run after every step) gives it back to the
+    system, and keeps the tables still in use."""
+    audit = Audit(_store(clean, tmp_path), load_trust(clean / "trust.toml"), workers=1)
+    rss = psutil.Process().memory_info
+    try:
+        audit.con.execute(
+            "CREATE TEMP TABLE kept AS SELECT i FROM range(1000) r(i); "
+            "CREATE TEMP TABLE big AS SELECT i, md5(i::VARCHAR) || md5((i + 1)::VARCHAR) AS s "
+            "FROM range(3000000) r(i); DROP TABLE big"
+        ).fetchall()
+        held = rss().rss
+        audit.release_memory()
+        assert held - rss().rss > 150 * MB
+        assert audit.rows("SELECT count(*) FROM kept") == [(1000,)]
+        limit = audit.rows("SELECT current_setting('memory_limit')")[0][0]
+        assert limit == audit.rows("SELECT value FROM duckdb_settings() WHERE name = 'max_memory'")[0][0]
+    finally:
+        audit.close()
+
+
+def test_release_memory_sets_the_budget_back(
+    clean: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VTAUDIT_DUCKDB_MEMORY", "3GB")
+    audit = Audit(_store(clean, tmp_path), None, workers=1)
+    try:
+        before = audit.rows("SELECT current_setting('memory_limit')")
+        audit.release_memory()
+        assert audit.rows("SELECT current_setting('memory_limit')") == before
+    finally:
+        audit.close()
+
+
+def _rows() -> list[tuple[bytes, bytes, bytes]]:
+    """Good signatures, bad ones, a wrong key, and keys, signatures and digests of the
+    wrong length (a store edited by hand): every case the packing must get right."""
+    keys = [SigningKey.derive("memory", str(i)) for i in range(6)]
+    rows = []
+    for i in range(40):
+        key = keys[i % len(keys)]
+        digest = bytes([i]) * 32
+        sig = key.sign(SIGNING_PREFIX + digest)
+        if i % 7 == 3:
+            sig = sig[:10] + bytes([sig[10] ^ 1]) + sig[11:]  # does not verify
+        if i % 11 == 5:
+            key = keys[(i + 1) % len(keys)]  # another key's
+        rows.append((key.public, sig, digest))
+    rows[9] = (rows[9][0][:31], *rows[9][1:])
+    rows[17] = (rows[17][0], rows[17][1] + b"\x00", rows[17][2])
+    rows[23] = (rows[23][0], rows[23][1], rows[23][2][:20])
+    return rows
+
+
+@pytest.mark.parametrize("batch", [1, 4, 64])
+def test_packed_batches_judge_each_signature_as_verify_does(
+    batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(context, "SIG_BATCH", batch)
+    rows = _rows()
+    expected = [verify(k, s, SIGNING_PREFIX + d) for k, s, d in rows]
+    assert 0 < sum(expected) < len(rows)
+    table = pa.table(
+        {
+            "cid": [f"c{i}" for i in range(len(rows))],
+            "idx": pa.array([0] * len(rows), pa.int32()),
+            **{
+                name: pa.array([r[i] for r in rows], pa.binary())
+                for i, name in enumerate(("key", "sig", "digest"))
+            },
+        }
+    )
+    for part in (_Slice(table, None, None), _Slice(table.slice(0, 0), None, rows)):
+        assert len(part.batches) == -(-37 // batch)  # the three odd rows are judged here
+        for packed in part.batches:
+            part.add(_verify_packed(packed))
+        assert part.pending == 0
+        assert part.outcomes().tolist() == expected
+
+
+def test_signatures_on_worker_processes_give_the_same_findings(
+    sims: Callable[[str | None], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small batches and slices: the signatures go to two worker processes in many packed
+    batches, from several slices of the stream; the findings are those of one process."""
+    election = sims("bad-signature")
+    store = _store(election, tmp_path)
+    trust = load_trust(election / "trust.toml")
+    alone = verify_store(store, trust, workers=1, recount=False)
+    monkeypatch.setattr(context, "SIG_BATCH", 32)
+    monkeypatch.setattr(context, "SIG_STREAM", 200)
+    shutil.rmtree(tmp_path / "audit", ignore_errors=True)
+    pooled = verify_store(store, trust, workers=2, recount=False)
+    assert [f.to_json() for f in pooled.findings] == [f.to_json() for f in alone.findings]
+    assert any(f.check == "SIG-VALID" for f in pooled.findings)
+    detail = next(s.detail for s in pooled.stages if s.name == "signatures")
+    assert detail.endswith("2 processes"), detail
+
+
+def test_blocks_judged_a_part_at_a_time_give_the_same_findings(
+    sims: Callable[[str | None], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The block checks read the vote blocks one Parquet part at a time (Audit.sources);
+    a store whose blocks are spread over several parts is judged as one with a single part."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    election = sims("block-unsorted")
+    store = _store(election, tmp_path)
+    trust = load_trust(election / "trust.toml")
+    whole = verify_store(store, trust, workers=1, recount=False)
+    log = json.loads((store / "store.json").read_text(encoding="utf-8"))
+    folder = store / "tables" / "vote_block"
+    table = pa.concat_tables([pq.read_table(folder / name) for name in log["parts"]["vote_block"]])
+    for name in log["parts"]["vote_block"]:
+        (folder / name).unlink()
+    names = []
+    for i in range(0, table.num_rows, 7):
+        names.append(f"part-9{i:05d}.parquet")
+        pq.write_table(table.slice(i, 7), folder / names[-1])
+    log["parts"]["vote_block"] = names
+    (store / "store.json").write_text(json.dumps(log), encoding="utf-8")
+    monkeypatch.setattr(context, "SOURCE_BYTES", 1)  # one part a query
+    audit = Audit(store, trust, workers=1)
+    try:
+        assert len(audit.sources("vote_block")) == len(names) > 2
+    finally:
+        audit.close()
+    split = verify_store(store, trust, workers=1, recount=False)
+    assert [f.to_json() for f in split.findings] == [f.to_json() for f in whole.findings]
+    monkeypatch.setattr(context, "SOURCE_BYTES", 96 << 20)  # small parts: one run
+    audit = Audit(store, trust, workers=1)
+    try:
+        assert audit.sources("vote_block") == ["vote_block"]
+    finally:
+        audit.close()
+    assert {f.check for f in split.findings} >= {"BLK-SHAPE"}
+
+
+def test_the_recount_reading_blocks_a_range_at_a_time_gives_the_same_result(
+    sims: Callable[[str | None], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recount reads the counted blocks a range of CIDs at a time (recount._batches);
+    with ranges of a few blocks, the findings and the answers are those of one range."""
+    import pyarrow.parquet as pq
+
+    from auditor.verify import recount
+
+    election = sims("ballot-invalid")
+    store = _store(election, tmp_path)
+    trust = load_trust(election / "trust.toml")
+    one = verify_store(store, trust, workers=1, audit_dir=tmp_path / "one")
+    monkeypatch.setattr(recount, "SORT_BLOCKS", 3)
+    monkeypatch.setattr(recount, "BATCH", 2)
+    many = verify_store(store, trust, workers=1, audit_dir=tmp_path / "many")
+    assert [f.to_json() for f in many.findings] == [f.to_json() for f in one.findings]
+    assert any(f.check == "BAL-VALID" for f in many.findings)
+    assert pq.read_table(tmp_path / "many" / "answers.parquet").equals(
+        pq.read_table(tmp_path / "one" / "answers.parquet")
+    )
+    assert many.ballots == one.ballots and many.ballots
