@@ -221,3 +221,32 @@ def test_contested_slots_are_kept_and_listed(tmp_path: Path) -> None:
     slots = contested_slots(connect(tmp_path / "ev"))
     assert len(slots) == 1 and slots[0].startswith("result (election ")
     assert slots[0].count("bagaaiera") == 4  # the election, the template and the two results
+
+
+def test_every_part_is_on_disk_before_the_log_lists_it(
+    election: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers rename their parts unsynced; the harvesting process fsyncs them on a thread
+    of its own, and each commit waits until every part it lists is synced."""
+    from auditor.store import evidence
+
+    synced: set[str] = set()
+    real_fsync, real_commit = evidence._fsync, evidence.EvidenceStore._commit
+
+    def fsync(path: Path) -> None:
+        time.sleep(0.002)  # a slow disk: a commit that did not wait would list unsynced parts
+        real_fsync(path)
+        synced.add(str(path).removesuffix(".tmp"))
+
+    def commit(self: evidence.EvidenceStore) -> None:
+        for table, names in self.log["parts"].items():
+            for name in names:
+                assert str(self.root / "tables" / table / name) in synced, (table, name)
+        real_commit(self)
+
+    monkeypatch.setattr(evidence, "_fsync", fsync)
+    monkeypatch.setattr(evidence.EvidenceStore, "_commit", commit)
+    monkeypatch.setattr(sources, "CHUNK_RECORDS", 8)
+    monkeypatch.setenv("VTAUDIT_STORE_BATCH", "40")  # many commits
+    harvest([ArchiveSource(election / "evidence.car")], tmp_path / "ev", workers=1)
+    assert len(synced) > 20

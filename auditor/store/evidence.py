@@ -26,7 +26,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain, islice
 from pathlib import Path
@@ -123,6 +123,8 @@ class EvidenceStore:
         self.known: set[str] = set(self._column("envelopes", "cid"))
         self._pending: dict[str, list[pa.Table]] = defaultdict(list)
         self._written: dict[str, list[str]] = defaultdict(list)  # part files workers wrote, to commit
+        self._syncing: list[Future[None]] = []  # their fsyncs, on a thread of their own
+        self._sync_pool: ThreadPoolExecutor | None = None
         self._pending_count = 0
         self._pending_bytes = 0
 
@@ -176,6 +178,13 @@ class EvidenceStore:
             if stale is not None and table != "provenance" and not self._drop_rows(table, name, stale):
                 continue
             self._written[table].append(name)
+            # to disk while the workers go on; the commit that lists it waits for this
+            self._syncing.append(self._syncer().submit(_fsync, self.root / "tables" / table / name))
+
+    def _syncer(self) -> ThreadPoolExecutor:
+        if self._sync_pool is None:
+            self._sync_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vtaudit-fsync")
+        return self._sync_pool
 
     def _account(self, batch: PreparedBatch, source: str, stats: HarvestStats) -> list[str]:
         """Count a batch's records, remember its new CIDs and buffer its rejected records;
@@ -246,6 +255,9 @@ class EvidenceStore:
                 schema = ALL_TABLES[name]
                 parts = [t.select(schema.names).cast(schema) for t in tables]
                 self._write_part(name, pa.concat_tables(parts))
+        for future in self._syncing:
+            future.result()  # every written part on disk before the log lists it
+        self._syncing.clear()
         for name, written in self._written.items():
             self.log["parts"].setdefault(name, []).extend(written)
         self._pending.clear()
@@ -327,6 +339,9 @@ class EvidenceStore:
             if self.should_flush:
                 self.flush({source: last} if last is not None else None)
         self.flush({source: last} if last is not None else None)
+        if self._sync_pool is not None:
+            self._sync_pool.shutdown()
+            self._sync_pool = None
 
     def _tasks(self, source: str, chunks: Iterable[Chunk]) -> Iterator[ChunkTask]:
         """The chunks as tasks, each with the number of its part files (uncommitted until
@@ -405,7 +420,9 @@ def write_chunk(task: ChunkTask) -> PreparedBatch:
     name = part_name(task.number)
     folder = Path(task.root) / "tables"
     for table, data in tables.items():
-        write_part(folder / table / name, data.select(ALL_TABLES[table].names).cast(ALL_TABLES[table]))
+        write_part(
+            folder / table / name, data.select(ALL_TABLES[table].names).cast(ALL_TABLES[table]), sync=False
+        )
         batch.parts[table] = name
     batch.tables = {}
     return batch
@@ -427,8 +444,10 @@ def part_name(number: int) -> str:
     return f"part-{number:06d}.parquet"
 
 
-def write_part(path: Path, data: pa.Table) -> None:
-    """Write a part file atomically: a temporary name, fsync, then renamed into place."""
+def write_part(path: Path, data: pa.Table, *, sync: bool = True) -> None:
+    """Write a part file atomically: a temporary name, fsync, then renamed into place.
+    With ``sync`` False the file is renamed unsynced: whoever commits it must fsync it
+    first (:meth:`EvidenceStore.add_written` does, on a thread of its own)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     # Dictionaries only where values repeat (record types, elections, districts...);
@@ -439,9 +458,14 @@ def write_part(path: Path, data: pa.Table) -> None:
     strings = [f.name for f in data.schema if f.type == pa.string() and f.name not in _UNIQUE_TEXT]
     ordered = [f.name for f in data.schema if f.type not in (pa.binary(), pa.list_(pa.binary()))]
     pq.write_table(data, tmp, compression="snappy", use_dictionary=strings, write_statistics=ordered)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
+    if sync:
+        _fsync(tmp)
     os.replace(tmp, path)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
 
 
 def _now() -> int:
