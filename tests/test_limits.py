@@ -96,9 +96,9 @@ def test_the_depth_pre_scan_is_fast_on_the_worst_8_mib() -> None:
         (b"[" * 64 + b"]" * 64) * (MAX_ENVELOPE_BYTES // 128 // 5),  # near the limit, everywhere
     ]
     for data in worst:
-        started = time.perf_counter()
+        started = time.process_time()  # CPU time: a loaded machine must not fail the test
         encoding.json_shape_problem(data)
-        assert time.perf_counter() - started < 1.0
+        assert time.process_time() - started < 1.0
 
 
 def test_json_containers_at_the_limit_parse_one_more_is_refused() -> None:
