@@ -234,20 +234,28 @@ def car_chunks(path: Path, after: str | None = None) -> Iterator[Chunk]:
         yield from chunked(_iter_car(path, pos))
 
 
+def _short_varint(buf: bytes | mmap.mmap, pos: int, size: int) -> tuple[int, int] | None:
+    """The section length whose varint starts at ``pos`` and where its data starts, if the
+    varint is plainly understood: one to three bytes, not zero, no needless byte."""
+    first = buf[pos]
+    if 0 < first < 0x80:
+        return first, pos + 1
+    if first and pos + 1 < size and 0 < buf[pos + 1] < 0x80:
+        return (first & 0x7F) | (buf[pos + 1] << 7), pos + 2
+    if first and pos + 2 < size and buf[pos + 1] >= 0x80 and 0 < buf[pos + 2] < 0x80:
+        return (first & 0x7F) | ((buf[pos + 1] & 0x7F) << 7) | (buf[pos + 2] << 14), pos + 3
+    return None
+
+
 def _car_ranges(m: mmap.mmap, pos: int, size: int) -> Iterator[tuple[int, int]]:
     limit = DEFAULT_MAX_SECTION_BYTES
     start, count = pos, 0
     released = pos - pos % mmap.PAGESIZE  # pages before this one are out of the process
     while pos < size:
-        first = m[pos]
-        if 0 < first < 0x80:
-            n, p = first, pos + 1
-        elif first and pos + 1 < size and 0 < m[pos + 1] < 0x80:
-            n, p = (first & 0x7F) | (m[pos + 1] << 7), pos + 2
-        elif first and pos + 2 < size and m[pos + 1] >= 0x80 and 0 < m[pos + 2] < 0x80:
-            n, p = (first & 0x7F) | ((m[pos + 1] & 0x7F) << 7) | (m[pos + 2] << 14), pos + 3
-        else:
+        length = _short_varint(m, pos, size)
+        if length is None:
             break
+        n, p = length
         if n > limit or p + n > size:
             break
         pos = p + n
@@ -273,15 +281,10 @@ def _plain_sections(data: bytes, chunk: CarRange) -> tuple[list[RawRecord], list
     sections, starts, ends = [], [], []
     pos, size, cid_len, prefix = 0, len(data), CID_BINARY_LEN, CID_PREFIX
     while pos < size:
-        first = data[pos]
-        if 0 < first < 0x80:
-            n, p = first, pos + 1
-        elif first and pos + 1 < size and 0 < data[pos + 1] < 0x80:
-            n, p = (first & 0x7F) | (data[pos + 1] << 7), pos + 2
-        elif first and pos + 2 < size and data[pos + 1] >= 0x80 and 0 < data[pos + 2] < 0x80:
-            n, p = (first & 0x7F) | ((data[pos + 1] & 0x7F) << 7) | (data[pos + 2] << 14), pos + 3
-        else:
+        length = _short_varint(data, pos, size)
+        if length is None:
             return None
+        n, p = length
         sections.append(pos)
         pos = p + n
         if n <= cid_len or pos > size or not data.startswith(prefix, p):
