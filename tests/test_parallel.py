@@ -49,3 +49,26 @@ def test_local_runner_keeps_the_order_and_initialises_where_the_work_runs() -> N
     assert _state == [7, 7]
     assert LocalRunner(2).describe(threads=True) == "2 threads"
     assert LocalRunner(2).describe(small=True) == "1 processes"
+
+
+def test_no_gc_turns_the_collector_off_and_back_as_it_was() -> None:
+    import gc
+
+    import pytest
+
+    from auditor.parallel import no_gc
+
+    assert gc.isenabled()
+    with no_gc():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with no_gc():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # it was off: it stays off
+    finally:
+        gc.enable()
+    with pytest.raises(ValueError), no_gc():
+        raise ValueError
+    assert gc.isenabled()

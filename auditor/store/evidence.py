@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from auditor.errors import InputError
 from auditor.model.encoding import b64u_decode
-from auditor.parallel import bounded_map
+from auditor.parallel import bounded_map, no_gc
 from auditor.sources import Chunk, RawRecord, Rejection, open_chunk_records, open_record
 from auditor.store.bulk import PreparedBatch, prepare_batch
 from auditor.store.tables import TABLES, TS, row_of, schema_of
@@ -412,7 +412,8 @@ def write_chunk(task: ChunkTask) -> PreparedBatch:
     """Open a chunk (:func:`open_chunk`) and write its rows, with its records'
     provenance, as part files numbered ``task.number``, in the worker: the rows never
     travel back to the harvesting process, which only commits the files' names."""
-    batch = open_chunk(task.chunk)
+    with no_gc():
+        batch = open_chunk(task.chunk)
     tables = dict(batch.tables)
     provenance = _provenance(batch, task.source, _now())
     if provenance is not None:
