@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from auditor import sources
 from auditor.errors import EncodingError
 from auditor.harvest import ArchiveSource, harvest
-from auditor.model.encoding import b64u_decode, b64u_encode, cid_of, jcs
+from auditor.model.encoding import b64u_decode, b64u_encode, cid_of, cid_to_binary, jcs
 from auditor.model.schema import Plan
 from auditor.sim.tampers import TAMPERS
 from auditor.sources import RawRecord, chunked, iter_source
@@ -31,6 +31,7 @@ from auditor.store.bulk import (
     _column_check_of,
     _fixed_b64u,
     b64u_accepts,
+    cid_binaries,
     cid_texts,
     decode_b64u,
     prepare_batch,
@@ -100,6 +101,20 @@ def test_a_column_is_accepted_only_if_every_text_is(texts: list[str]) -> None:
 def test_a_column_decodes_in_one_call(values: list[bytes]) -> None:
     """Texts of every length mod 4, side by side: padding must not end the decoding."""
     assert decode_b64u([b64u_encode(v) for v in values]) == values
+
+
+@settings(max_examples=50)
+@given(data=st.lists(st.binary(max_size=40), max_size=20))
+def test_cid_binaries_undo_cid_texts(data: list[bytes]) -> None:
+    texts = [cid_of(d) for d in data]
+    assert cid_binaries(texts) == [cid_to_binary(t) for t in texts]
+
+
+def test_cid_binaries_take_canonical_cids_only() -> None:
+    good = cid_of(b"{}")
+    for bad in (good[:-1], good[:-1] + "b", good.upper(), good[:-1] + "1", "x" * 61):
+        with pytest.raises(ValueError):
+            cid_binaries([good, bad])
 
 
 @settings(max_examples=50)

@@ -61,6 +61,7 @@ from auditor.limits import (
     MAX_TOKEN_BYTES,
 )
 from auditor.model.encoding import (
+    CID_BINARY_LEN,
     CID_PREFIX,
     CID_TEXT_LEN,
     MAX_ENVELOPE_BYTES,
@@ -77,7 +78,15 @@ from auditor.model.schema import _CODE, PLANS, Plan, Struct
 from auditor.sources import RawRecord, Rejection
 from auditor.store.tables import TABLES, Column, json_text, schema_of
 
-__all__ = ["PreparedBatch", "b64u_accepts", "cid_texts", "decode_b64u", "prepare_batch", "table_schema"]
+__all__ = [
+    "PreparedBatch",
+    "b64u_accepts",
+    "cid_binaries",
+    "cid_texts",
+    "decode_b64u",
+    "prepare_batch",
+    "table_schema",
+]
 
 _NO = object()  # a check's answer for "not accepted here: ask the slow path"
 _ENVELOPE_KEYS = frozenset(ENVELOPE_MEMBERS)
@@ -176,6 +185,33 @@ def cid_texts(digests: Sequence[bytes]) -> list[str]:
     chars = _B32[((forty[..., None] >> _B32_SHIFTS) & 31).reshape(n, 56)[:, :52]]
     text = chars.tobytes().decode("ascii")
     return [_CID_TEXT_PREFIX + text[i : i + 52] for i in range(0, 52 * n, 52)]
+
+
+_B32_VALUE = np.full(256, 255, np.uint8)
+_B32_VALUE[_B32] = np.arange(32, dtype=np.uint8)
+
+
+def cid_binaries(texts: Sequence[str]) -> list[bytes]:
+    """The binary CIDs of canonical text CIDs (:func:`~auditor.model.encoding.is_cid_text`),
+    all at once: the inverse of :func:`cid_texts` (base32 in numpy). Raises ValueError
+    if any text is not a canonical CID."""
+    n = len(texts)
+    if n == 0:
+        return []
+    if set(map(len, texts)) != {CID_TEXT_LEN} or not _CID_RUN.fullmatch("".join(texts)):
+        raise ValueError("cid_binaries takes canonical text CIDs only")
+    chars = np.frombuffer("".join(texts).encode("ascii"), np.uint8).reshape(n, CID_TEXT_LEN)[:, 1:]
+    values = np.zeros((n, 64), np.uint8)  # 60 characters of 5 bits, padded to 8 groups of 8
+    values[:, :60] = np.take(_B32_VALUE, chars)
+    groups = values.reshape(n, 8, 8).astype(np.uint64)
+    forty = np.zeros((n, 8), np.uint64)
+    for k in range(8):
+        forty = (forty << np.uint64(5)) | groups[..., k]
+    out = np.zeros((n, 8, 5), np.uint8)
+    for k in range(5):
+        out[..., k] = (forty >> np.uint64(32 - 8 * k)) & np.uint64(0xFF)
+    data = out.reshape(n, 40)[:, :CID_BINARY_LEN].tobytes()
+    return [data[i : i + CID_BINARY_LEN] for i in range(0, n * CID_BINARY_LEN, CID_BINARY_LEN)]
 
 
 # ---------------------------------------------------------------------------- checks

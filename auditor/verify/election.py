@@ -16,8 +16,9 @@ import pyarrow.compute as pc
 from auditor.crypto import merkle
 from auditor.crypto.ecies import combine_public
 from auditor.errors import AuditError
-from auditor.model.encoding import b64u_decode, b64u_encode, cid_to_binary
+from auditor.model.encoding import b64u_decode, b64u_encode
 from auditor.model.envelope import Envelope
+from auditor.store.bulk import cid_binaries
 from auditor.verify.authority import check_authority_signature
 from auditor.verify.context import Audit, arrow, distinct_content, fmt_time
 
@@ -299,7 +300,7 @@ def check_roll(audit: Audit) -> None:
         audit.equivocation("REG-ROLL", valid, f"the roll of election {election.cid}")
     roll = sorted(valid, key=lambda r: (audit.proven.get(r.cid, 0), r.cid))[0]
     audit.roll = roll
-    leaves = sorted(cid_to_binary(c) for c in eligible.column("cid").to_pylist())
+    leaves = sorted(cid_binaries(eligible.column("cid").to_pylist()))  # canonical: harvested
     root = merkle.root(leaves)
     body = roll.body
     if root != b64u_decode(body.root) or len(leaves) != body.count:
