@@ -104,10 +104,10 @@ def check_references(audit: Audit) -> None:
     f.checked("REC-REF", total, f"{total:,} references")
     for cid, record_type, member, ref, quarantined in audit.rows(
         f"""
-        WITH missing AS (
+        WITH missing AS (  -- anti-joins (NOT EXISTS) spill under a small budget; NOT IN did not
             SELECT * FROM ({union}) r
-            WHERE r.ref IS NOT NULL AND r.ref NOT IN (SELECT cid FROM envelopes)
-              AND NOT (r.type = 'vote_block' AND r.cid NOT IN (SELECT cid FROM counted))
+            WHERE r.ref IS NOT NULL AND NOT EXISTS (SELECT 1 FROM envelopes e WHERE e.cid = r.ref)
+              AND NOT (r.type = 'vote_block' AND NOT EXISTS (SELECT 1 FROM counted c WHERE c.cid = r.cid))
         )
         SELECT r.cid, r.type, r.member, r.ref,
                (SELECT min(q.check_id) FROM quarantine q WHERE q.claimed_cid = r.ref)
