@@ -214,3 +214,114 @@ def test_the_recount_reading_blocks_a_range_at_a_time_gives_the_same_result(
         pq.read_table(tmp_path / "one" / "answers.parquet")
     )
     assert many.ballots == one.ballots and many.ballots
+
+
+def _asked_whole(audit: Audit) -> None:
+    """outcome._asked as it was: the claims against the whole tables (the reference)."""
+    assert audit.election is not None
+    audit.con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE dsp AS
+        SELECT cid, template, receipt, key FROM dispute WHERE election = $e;
+        CREATE OR REPLACE TEMP TABLE acc AS
+        SELECT cid, template, registrant, key FROM accessibility_report WHERE election = $e;
+        CREATE OR REPLACE TEMP TABLE asked_member AS SELECT cid, key FROM member;
+        CREATE OR REPLACE TEMP TABLE asked_sig AS SELECT cid, key, ok FROM sig_ok;
+        CREATE OR REPLACE TEMP TABLE asked_blk AS SELECT cid, template FROM blk;
+        CREATE OR REPLACE TEMP TABLE asked_eligible AS SELECT cid, key, district FROM eligible;
+        CREATE OR REPLACE TEMP TABLE included AS
+        SELECT c.cid FROM counted c JOIN vote_block b USING (cid)
+        WHERE NOT EXISTS (SELECT 1 FROM tally_node t WHERE t.template = b.template AND t.election = $e)
+           OR c.cid IN (SELECT children[1] FROM tally_node t WHERE t."end" = t.start + 1 AND t.election = $e)
+        """.replace("$e", "'" + audit.election.cid + "'")
+    )
+
+
+@pytest.mark.parametrize(
+    "tamper", [None, "dispute-confirmed", "dispute-unresolved", "accessibility-ineligible", "dangling-ref"]
+)
+def test_disputes_read_only_the_rows_of_their_claims(
+    tamper: str | None, sims: Callable[[str | None], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disputes step joins the claims against small tables of the rows they ask about
+    (outcome._asked): the memberships of their keys, their own signatures, the blocks
+    their receipts name. Its findings are those of the claims joined against the whole
+    tables, and those tables are a small part of the whole."""
+    from auditor.verify import outcome
+
+    election = sims(tamper)
+    store = _store(election, tmp_path)
+    trust = load_trust(election / "trust.toml")
+    sizes: dict[str, int] = {}
+    asked = outcome._asked
+
+    def measured(audit: Audit) -> None:
+        asked(audit)
+        for table in ("member", "asked_member", "sig_ok", "asked_sig", "blk", "asked_blk"):
+            sizes[table] = audit.rows(f"SELECT count(*) FROM {table}")[0][0]
+        sizes["claims"] = audit.rows("SELECT (SELECT count(*) FROM dsp) + (SELECT count(*) FROM acc)")[0][0]
+
+    monkeypatch.setattr(outcome, "_asked", measured)
+    small = verify_store(store, trust, workers=1, audit_dir=tmp_path / "small")
+    monkeypatch.setattr(outcome, "_asked", _asked_whole)
+    whole = verify_store(store, trust, workers=1, audit_dir=tmp_path / "whole")
+    assert [f.to_json() for f in small.findings] == [f.to_json() for f in whole.findings]
+    assert [o.to_json() for o in small.outcomes] == [o.to_json() for o in whole.outcomes]
+    if tamper is not None:
+        assert any(f.check in ("DSP-RESOLVED", "ACC-REPORTS") for f in small.findings)
+    assert sizes["claims"] > 0
+    assert sizes["asked_member"] < sizes["member"] / 4
+    assert sizes["asked_sig"] <= 2 * sizes["claims"]
+    assert sizes["asked_blk"] <= sizes["claims"] < sizes["blk"]
+
+
+def test_sig_ok_keeps_only_what_the_later_steps_read(
+    sims: Callable[[str | None], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the block checks, ``sig_ok`` keeps only the signatures that do not verify and
+    those of disputes and accessibility reports (Audit.keep_signatures): the SIG-VALID
+    findings and count are those of the whole table."""
+    election = sims("bad-signature")
+    store = _store(election, tmp_path)
+    trust = load_trust(election / "trust.toml")
+    rows: list[tuple[int, int, int]] = []  # before, after, rows the later steps read
+    keep = Audit.keep_signatures
+
+    def measured(audit: Audit, types: tuple[str, ...]) -> None:
+        count = "SELECT count(*) FROM sig_ok"
+        before = audit.rows(count)[0][0]
+        later = audit.rows(
+            "SELECT count(*) FROM sig_ok s JOIN envelopes e USING (cid) "
+            "WHERE NOT s.ok OR e.type IN ('dispute', 'accessibility_report')"
+        )[0][0]
+        keep(audit, types)
+        rows.append((before, audit.rows(count)[0][0], later))
+
+    monkeypatch.setattr(Audit, "keep_signatures", lambda audit, types: None)
+    whole = verify_store(store, trust, workers=1, recount=False)  # the reference: sig_ok kept whole
+    monkeypatch.setattr(Audit, "keep_signatures", measured)
+    kept = verify_store(store, trust, workers=1, recount=False)
+    ((before, after, later),) = rows
+    assert after == later < before / 4
+    assert [f.to_json() for f in kept.findings] == [f.to_json() for f in whole.findings]
+    assert [o.to_json() for o in kept.outcomes] == [o.to_json() for o in whole.outcomes]
+    assert any(f.check == "SIG-VALID" for f in kept.findings)
+    assert next(o for o in kept.outcomes if o.id == "SIG-VALID").checked == before
+
+
+def test_the_references_step_keeps_no_table(clean: Path, tmp_path: Path) -> None:
+    """REC-REF counts and lists the references without a table of them all (≈ 280 MB held
+    to the end at a million voters)."""
+    from auditor.verify import records
+
+    audit = Audit(_store(clean, tmp_path), load_trust(clean / "trust.toml"), workers=1)
+    try:
+        audit.open()
+        audit.con.execute("CREATE TEMP TABLE counted (cid VARCHAR)")
+        tables = "SELECT table_name FROM duckdb_tables() ORDER BY 1"
+        before = audit.rows(tables)
+        records.check_references(audit)
+        assert audit.rows(tables) == before
+        assert audit.findings.outcomes["REC-REF"].to_json()["checked"] > audit.harvested
+    finally:
+        audit.close()

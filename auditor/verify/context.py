@@ -226,6 +226,7 @@ class Audit:
         self.election_note = ""
         self._requested_election = election
         self.harvested = 0
+        self.signature_count = 0  # signatures in the store (sig_ok may keep only some: keep_signatures)
         # filled by the checks, in order, for the checks after them
         self.admin_ok: dict[str, bool] = {}  # administration CID -> chained to its founding record
         self.revision: Envelope | None = None  # the effective revision
@@ -281,6 +282,22 @@ class Audit:
                 self.con.execute("SET memory_limit = ?", [self._budget])
             else:
                 self.con.execute("RESET memory_limit")
+
+    def keep_signatures(self, types: Sequence[str]) -> None:
+        """Keep of ``sig_ok`` only the rows the steps after the block checks read: the
+        signatures that do not verify (SIG-VALID) and those of records of ``types``; how
+        many there were stays in ``signature_count``. At a million voters ``sig_ok`` holds
+        two million outcomes (≈ 215 MB as Arrow), which the disputes step, the recount's
+        answers and the references no longer hold beside them (D44)."""
+        placeholders = ", ".join("?" for _ in types)
+        kept = arrow(
+            self.con,
+            "SELECT * FROM sig_ok WHERE NOT ok "
+            f"OR cid IN (SELECT cid FROM envelopes WHERE type IN ({placeholders}))",
+            list(types),
+        )
+        self.register("sig_ok", kept)  # the table it replaces is no longer referenced
+        pa.default_memory_pool().release_unused()
 
     def sources(self, table: str) -> list[str]:
         """The store's ``table`` as SQL sources, each a run of its Parquet parts of at most
@@ -488,6 +505,7 @@ class Audit:
         )
         sig_ok = pa.concat_tables([t.cast(schema) for t in parts]) if parts else schema.empty_table()
         self.register("sig_ok", sig_ok)
+        self.signature_count = sig_ok.num_rows
         placeholders = ", ".join("?" for _ in SMALL_TYPES)
         for cid, key in self.rows(
             "SELECT s.cid, s.key FROM sig_ok s JOIN envelopes e USING (cid) "

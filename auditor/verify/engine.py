@@ -77,6 +77,13 @@ STEPS = (
 )
 
 
+# The block checks are the last step that reads every signature's outcome (sig_ok); after
+# them the disputes step reads those of disputes and accessibility reports, and the
+# signatures step those that do not verify: sig_ok keeps only these (Audit.keep_signatures).
+SIGNATURES_READ_BY = "blocks"
+SIGNED_LATER = ("dispute", "accessibility_report")
+
+
 def _memory_advice() -> str:
     budget = os.environ.get("VTAUDIT_DUCKDB_MEMORY", DUCKDB_MEMORY) or "80 % of this machine's memory"
     return (
@@ -212,37 +219,10 @@ def _run(
     errors: list[str] = []
     stopped: set[str] = set()
     for step in STEPS:
-        missing = _missing(audit, step.needs)
-        if not recount and step.name in RECOUNT_STEPS:
-            missing = "not run: --no-recount"
-        for before in step.after:
-            if before in stopped:  # its tables would be missing or half made: no half-judgements
-                missing = f"not run: it reads what the {before} step makes, and that step stopped"
-                stopped.add(step.name)
-        if missing:
-            for check in step.checks:
-                audit.findings.skip(check, missing)
-            continue
-        say(step.name)
-        with audit.stage(step.name) as stage:
-            try:
-                step.run(audit)
-                stage.detail = audit.details.pop(step.name, "")
-                audit.release_memory()  # what the step's queries freed, before the next step
-            except ClusterError:  # work was lost, not a bug: no verdict at all (cluster.py)
-                raise
-            except Exception as e:
-                if os.environ.get("VTAUDIT_DEBUG"):
-                    raise
-                stopped.add(step.name)
-                message = f"the {step.name} step stopped on an internal error ({type(e).__name__}: {e})"
-                advice = "this is a bug in vtaudit, please report it"
-                if isinstance(e, duckdb.OutOfMemoryException):
-                    message = f"the {step.name} step ran out of memory ({_short(e)})"
-                    advice = _memory_advice()
-                errors.append(f"{message}; {advice}")
-                for check in step.checks:  # a failure found before the error stands
-                    audit.findings.skip(check, f"{message}; {advice}")
+        _step(audit, step, recount, say, errors, stopped)
+        if step.name == SIGNATURES_READ_BY:  # whether it ran or not
+            audit.keep_signatures(SIGNED_LATER)
+            audit.release_memory()
     if not audit.findings.ran("AUTH-THRESHOLD") and audit.election is None:
         audit.findings.skip("AUTH-THRESHOLD", audit.election_note)
     errors.extend(audit.internal_errors)
@@ -261,6 +241,48 @@ def _run(
         ballots=audit.ballots,
         advisory=audit.advisory,
     )
+
+
+def _step(
+    audit: Audit,
+    step: Step,
+    recount: bool,
+    say: Callable[[str], None],
+    errors: list[str],
+    stopped: set[str],
+) -> None:
+    """Run one step, or mark its checks skipped when what it needs is missing."""
+    missing = _missing(audit, step.needs)
+    if not recount and step.name in RECOUNT_STEPS:
+        missing = "not run: --no-recount"
+    for before in step.after:
+        if before in stopped:  # its tables would be missing or half made: no half-judgements
+            missing = f"not run: it reads what the {before} step makes, and that step stopped"
+            stopped.add(step.name)
+    if missing:
+        for check in step.checks:
+            audit.findings.skip(check, missing)
+        return
+    say(step.name)
+    with audit.stage(step.name) as stage:
+        try:
+            step.run(audit)
+            stage.detail = audit.details.pop(step.name, "")
+            audit.release_memory()  # what the step's queries freed, before the next step
+        except ClusterError:  # work was lost, not a bug: no verdict at all (cluster.py)
+            raise
+        except Exception as e:
+            if os.environ.get("VTAUDIT_DEBUG"):
+                raise
+            stopped.add(step.name)
+            message = f"the {step.name} step stopped on an internal error ({type(e).__name__}: {e})"
+            advice = "this is a bug in vtaudit, please report it"
+            if isinstance(e, duckdb.OutOfMemoryException):
+                message = f"the {step.name} step ran out of memory ({_short(e)})"
+                advice = _memory_advice()
+            errors.append(f"{message}; {advice}")
+            for check in step.checks:  # a failure found before the error stands
+                audit.findings.skip(check, f"{message}; {advice}")
 
 
 RECOUNT_STEPS = ("recount", "runoff", "advisory")

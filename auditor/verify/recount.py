@@ -17,6 +17,7 @@ from __future__ import annotations
 import typing
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -50,6 +51,7 @@ __all__ = ["RECOUNT_CHECKS", "recount"]
 RECOUNT_CHECKS = ("DEC-ENTRIES", "DEC-VOTER", "DEC-NONCE", "BAL-VALID", "TALLY-TREE")
 BATCH = 64
 SORT_BLOCKS = 16_384  # counted blocks read and sorted by one query (_batches)
+READ_THREADS = 1  # DuckDB threads while the recount reads the counted blocks (_batches)
 VOTER_SCHEMA = pa.schema([("block", pa.string()), ("key", pa.binary()), ("registrant", pa.string())])
 NONCE_SCHEMA = pa.schema(
     [("template", pa.string()), ("block", pa.string()), ("vote", pa.int32()), ("nonce", pa.string())]
@@ -315,6 +317,19 @@ def _batches(audit: Audit, leaves: dict[str, int]) -> Iterator[list[Item]]:
             yield [(c, t, leaves[c], list(m), list(v), list(w)) for c, t, m, v, w in rows]
 
 
+@contextmanager
+def _threads(audit: Audit, threads: int) -> Iterator[None]:
+    """DuckDB's threads set to ``threads`` for a while: each thread that scans a Parquet
+    table of ciphertexts holds a row group of them decoded (D44). No query may be open
+    when it starts or ends: a query on the connection ends the one being fetched."""
+    before = audit.rows("SELECT current_setting('threads')")[0][0]
+    audit.con.execute(f"SET threads = {int(threads)}")
+    try:
+        yield
+    finally:
+        audit.con.execute(f"SET threads = {int(before)}")
+
+
 class _Plan:
     """Which counted blocks the result cache answers and which the workers decrypt.
 
@@ -433,8 +448,9 @@ def recount(audit: Audit) -> None:
     task = Task("recount", _read_batch, _init, (private_key, templates))
     small = plan.expected() <= 4 * BATCH
     try:
-        for part in plan.merge(audit.runner.map(task, plan.todo(), small=small)):
-            take(part)
+        with _threads(audit, READ_THREADS):  # the reads of the counted blocks
+            for part in plan.merge(audit.runner.map(task, plan.todo(), small=small)):
+                take(part)
     except BaseException:
         writer.abort()
         raise
