@@ -110,6 +110,16 @@ def test_cid_binaries_undo_cid_texts(data: list[bytes]) -> None:
     assert cid_binaries(texts) == [cid_to_binary(t) for t in texts]
 
 
+def test_cid_binaries_are_made_a_slice_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A million CIDs at once would take hundreds of MB of arrays (the roll's peak)."""
+    from auditor.store import bulk
+
+    texts = [cid_of(bytes([i])) for i in range(10)]
+    monkeypatch.setattr(bulk, "_CID_SLICE", 3)
+    assert cid_binaries(texts) == [cid_to_binary(t) for t in texts]
+    assert cid_binaries([]) == []
+
+
 def test_cid_binaries_take_canonical_cids_only() -> None:
     good = cid_of(b"{}")
     for bad in (good[:-1], good[:-1] + "b", good.upper(), good[:-1] + "1", "x" * 61):
