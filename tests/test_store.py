@@ -157,6 +157,10 @@ def test_uncommitted_parts_are_removed_on_open(election: Path, tmp_path: Path) -
     harvest([ArchiveSource(election / "evidence.car")], tmp_path / "ev")
     stray = tmp_path / "ev" / "tables" / "registrant" / "part-999999.parquet"
     stray.write_bytes(b"half a file")
+    # a reader (a verify, a node, the views) leaves it: a running harvest may commit it
+    EvidenceStore(tmp_path / "ev", read_only=True)
+    connect(tmp_path / "ev").close()
+    assert stray.exists()
     EvidenceStore(tmp_path / "ev")
     assert not stray.exists()
 

@@ -121,7 +121,7 @@ def load_content(path: Path) -> NodeContent:
     from auditor.store.evidence import EvidenceStore
 
     if (path / "store.json").is_file():
-        table = EvidenceStore(path, create=False).table("envelopes")
+        table = EvidenceStore(path, read_only=True).table("envelopes")
         return NodeContent(
             zip(
                 table.column("cid").to_pylist(),

@@ -11,12 +11,12 @@ per record type (auditor.store.tables), ``signatures``, ``timestamps``, ``proven
 (which source served which CID, where and when) and ``quarantine`` (what failed, with
 the source, the reason and the raw bytes: nothing is dropped).
 
-Crash safety: rows are written as new part files (temporary name, fsync, rename), by
-the worker that opened the chunk or from this process's buffer; a part becomes visible
-only when ``store.json`` listing it is replaced atomically, together with the cursors
-of the sources it came from. Part files that no
-committed log lists are leftovers of a crash and are deleted when the store is opened;
-their records are fetched again from the cursors, which did not advance.
+Crash safety: rows are written as new part files (temporary name, then rename), by the
+worker that opened the chunk or from this process's buffer; a part becomes visible only
+when ``store.json`` listing it is replaced atomically, together with the cursors of the
+sources it came from, and only once the part is on disk (fsync). Part files that no
+committed log lists are leftovers of a crash and are deleted when the store is next
+opened to write; their records are fetched again from the cursors, which did not advance.
 """
 
 from __future__ import annotations
@@ -97,15 +97,22 @@ class HarvestStats:
 
 
 class EvidenceStore:
-    """Open (or create) an evidence directory and add records to it."""
+    """Open (or create) an evidence directory and add records to it.
 
-    def __init__(self, root: Path, *, create: bool = True, batch_records: int | None = None) -> None:
+    ``read_only``: only to read it (the views, the verify, a node serving it). Such an
+    opening leaves alone the part files no committed log lists yet: a harvest running
+    beside it has written them and will commit them."""
+
+    def __init__(
+        self, root: Path, *, create: bool = True, read_only: bool = False, batch_records: int | None = None
+    ) -> None:
         self.root = root
+        self.read_only = read_only
         # rows buffered before a commit; VTAUDIT_STORE_BATCH lowers it for crash tests
         self.batch_records = batch_records or int(os.environ.get("VTAUDIT_STORE_BATCH", "50000"))
         log_path = root / LOG
         if not log_path.exists():
-            if not create:
+            if not create or read_only:
                 raise InputError(f"{root}: not an evidence store (no {LOG}); run `vtaudit harvest` first")
             root.mkdir(parents=True, exist_ok=True)
             self.log: dict[str, Any] = {"format": FORMAT, "parts": {}, "cursors": {}, "next_part": 1}
@@ -119,14 +126,21 @@ class EvidenceStore:
                 raise InputError(f"{log_path}: unreadable store log ({e})") from e
             if self.log.get("format") != FORMAT:
                 raise InputError(f"{root}: store format {self.log.get('format')!r}, expected {FORMAT}")
-            self._remove_uncommitted()
-        self.known: set[str] = set(self._column("envelopes", "cid"))
+            if not read_only:  # leftovers of a harvest that stopped before its commit
+                self._remove_uncommitted()
+        self._known: set[str] | None = None  # the CIDs held, read when records are first added
         self._pending: dict[str, list[pa.Table]] = defaultdict(list)
         self._written: dict[str, list[str]] = defaultdict(list)  # part files workers wrote, to commit
         self._syncing: list[Future[None]] = []  # their fsyncs, on a thread of their own
         self._sync_pool: ThreadPoolExecutor | None = None
         self._pending_count = 0
         self._pending_bytes = 0
+
+    @property
+    def known(self) -> set[str]:
+        if self._known is None:
+            self._known = set(self._column("envelopes", "cid"))
+        return self._known
 
     # ------------------------------------------------------------------ reading
 
@@ -241,7 +255,7 @@ class EvidenceStore:
         path.unlink()
         if not kept.num_rows:
             return False
-        write_part(path, kept.cast(ALL_TABLES[table]))
+        write_part(path, kept.cast(ALL_TABLES[table]), sync=False)  # synced with the others
         return True
 
     @property
@@ -275,6 +289,8 @@ class EvidenceStore:
         self.log["parts"].setdefault(table, []).append(name)
 
     def _commit(self) -> None:
+        if self.read_only:
+            raise RuntimeError(f"{self.root}: opened read-only")
         tmp = self.root / (LOG + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(self.log, f, indent=1, sort_keys=True)
@@ -330,18 +346,20 @@ class EvidenceStore:
         CIDs it knows and commits them in the source's order.
         """
         last: str | None = None
-        for batch in _opened(self._tasks(source, chunks), workers):
-            self.add_written(batch, source, stats)
-            if batch.resume is not None:
-                last = batch.resume
-            if progress is not None:
-                progress(stats)
-            if self.should_flush:
-                self.flush({source: last} if last is not None else None)
-        self.flush({source: last} if last is not None else None)
-        if self._sync_pool is not None:
-            self._sync_pool.shutdown()
-            self._sync_pool = None
+        try:
+            for batch in _opened(self._tasks(source, chunks), workers):
+                self.add_written(batch, source, stats)
+                if batch.resume is not None:
+                    last = batch.resume
+                if progress is not None:
+                    progress(stats)
+                if self.should_flush:
+                    self.flush({source: last} if last is not None else None)
+            self.flush({source: last} if last is not None else None)
+        finally:
+            if self._sync_pool is not None:
+                self._sync_pool.shutdown()
+                self._sync_pool = None
 
     def _tasks(self, source: str, chunks: Iterable[Chunk]) -> Iterator[ChunkTask]:
         """The chunks as tasks, each with the number of its part files (uncommitted until
@@ -502,7 +520,7 @@ _literal = sql_literal
 
 def connect(root: Path) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with a view per table of the store at ``root``."""
-    store = EvidenceStore(root, create=False)
+    store = EvidenceStore(root, read_only=True)
     con = duckdb.connect()
     for name in ALL_TABLES:
         files = ", ".join(_literal(str(p.resolve())) for p in store.parts(name))

@@ -307,7 +307,7 @@ class Audit:
         part of 80 MB at a time ≈ 0.6 GB)."""
         runs: list[list[Path]] = []
         size = 0
-        for part in EvidenceStore(self.root, create=False).parts(table):
+        for part in EvidenceStore(self.root, read_only=True).parts(table):
             part_size = part.stat().st_size
             if not runs or size + part_size > SOURCE_BYTES:
                 runs.append([])
