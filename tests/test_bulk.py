@@ -22,14 +22,13 @@ from hypothesis import strategies as st
 from auditor import sources
 from auditor.errors import EncodingError
 from auditor.harvest import ArchiveSource, harvest
-from auditor.model.encoding import b64u_decode, b64u_encode, cid_of, cid_to_binary, jcs
+from auditor.model.encoding import b64u_decode, b64u_encode, b64u_pattern, cid_of, cid_to_binary, jcs
 from auditor.model.schema import Plan
 from auditor.sim.tampers import TAMPERS
 from auditor.sources import RawRecord, chunked, iter_source
 from auditor.store.bulk import (
     _NO,
     _column_check_of,
-    _fixed_b64u,
     b64u_accepts,
     cid_binaries,
     cid_texts,
@@ -73,7 +72,9 @@ def test_the_base64url_pattern_accepts_what_the_decoder_accepts(text: str) -> No
     if expected is not None:
         assert decode_b64u([text]) == [expected]
     for length in (1, 2, 3, 32, 64):
-        assert bool(_fixed_b64u(length).fullmatch(text)) == (expected is not None and len(expected) == length)
+        assert bool(b64u_pattern(length).fullmatch(text)) == (
+            expected is not None and len(expected) == length
+        )
 
 
 @settings(max_examples=300)

@@ -21,6 +21,9 @@ from auditor.errors import EncodingError
 from auditor.limits import MAX_ENVELOPE_BYTES, MAX_JSON_CONTAINERS, MAX_JSON_DEPTH, WHERE
 
 __all__ = [
+    "B64U_ALPHABET",
+    "B64U_CLASS",
+    "B64U_LAST",
     "CID_BINARY_LEN",
     "CID_PREFIX",
     "CID_TEXT_LEN",
@@ -29,6 +32,7 @@ __all__ = [
     "NOT_CANONICAL",
     "b64u_decode",
     "b64u_encode",
+    "b64u_pattern",
     "canonical_value",
     "cid_binary",
     "cid_from_binary",
@@ -37,6 +41,7 @@ __all__ = [
     "is_cid_text",
     "jcs",
     "json_shape_problem",
+    "orjson_writes",
     "parse_json",
     "sha256",
 ]
@@ -53,8 +58,12 @@ CID_BINARY_LEN = 37
 CID_TEXT_LEN = 61
 _CID_TEXT = re.compile(r"^bagaaiera[a-z2-7]{52}$")
 _B64U = re.compile(r"^[A-Za-z0-9_-]*$")
-_B64U_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-_B64U_VALUE = {c: i for i, c in enumerate(_B64U_ALPHABET)}
+B64U_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+B64U_CLASS = "A-Za-z0-9_-"  # the alphabet as a pattern's character class
+# The last character of a text whose length is 2 or 3 mod 4 carries 4 or 2 unused low
+# bits, which must be zero (RFC 4648 §3.5, canonical): these characters.
+B64U_LAST = {2: "AQgw", 3: "AEIMQUYcgkosw048"}
+_B64U_VALUE = {c: i for i, c in enumerate(B64U_ALPHABET)}
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")  # bytes.translate: a C table lookup
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
@@ -69,6 +78,15 @@ def sha256(data: bytes) -> bytes:
 def b64u_encode(data: bytes) -> str:
     """base64url without padding (spec §2)."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64u_pattern(length: int) -> re.Pattern[str]:
+    """The pattern (for ``fullmatch``) of the canonical base64url text of exactly
+    ``length`` bytes: what :func:`b64u_decode` accepts with ``length``."""
+    chars = (length * 4 + 2) // 3  # ceil(4 * length / 3)
+    tail = chars % 4
+    last = f"[{B64U_LAST[tail]}]" if tail else f"[{B64U_CLASS}]"
+    return re.compile(f"[{B64U_CLASS}]{{{chars - 1}}}{last}")
 
 
 def b64u_decode(text: str, *, length: int | None = None, what: str = "b64u") -> bytes:
@@ -238,11 +256,17 @@ def canonical_value(data: bytes) -> Any:
     orjson refuses do not; the caller's schema must refuse the former (D40)."""
     try:
         value = orjson.loads(data)
-        if orjson.dumps(value, option=orjson.OPT_SORT_KEYS) == data:
-            return value
-    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
-        pass
-    return NOT_CANONICAL
+    except orjson.JSONDecodeError:
+        return NOT_CANONICAL
+    return value if orjson_writes(value, data) else NOT_CANONICAL
+
+
+def orjson_writes(value: Any, data: bytes) -> bool:
+    """Whether orjson's sorted compact output for ``value`` is ``data``."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS) == data
+    except orjson.JSONEncodeError:
+        return False
 
 
 def jcs(value: Any) -> bytes:

@@ -9,8 +9,9 @@ from typing import Annotated, Any
 
 from auditor.errors import SchemaError
 from auditor.limits import MAX_OPTIONS, MAX_QUESTIONS, MAX_TEXT_CHARS
-from auditor.model.encoding import MAX_SAFE_INT, is_cid_text, jcs, sha256
+from auditor.model.encoding import MAX_SAFE_INT, b64u_pattern, is_cid_text, jcs, sha256
 from auditor.model.schema import (
+    _CODE,
     Cid,
     Code,
     Key,
@@ -92,14 +93,13 @@ def voter_entry_digest(key: str, registrant: str, template: str) -> bytes:
 # output: so no duplicate member names) and return what ``VoteEntry.parse`` / ``VoterEntry.parse``
 # would return for it, or None when they are not sure it is valid; the caller then runs
 # the strict parser, which words every refusal (the same contract as the harvest's bulk
-# path, D40; tests/test_entries_fast.py holds them to it). Each check below is the
+# path, D40; tests/test_recount_fast.py holds them to it). Each check below is the
 # validator's own test, written for the types orjson produces.
 
 _PLAIN = re.compile(r"[A-Za-z0-9_-]*")  # b64u and CID text: JSON strings with nothing to escape
-_KEY = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")  # canonical b64u of 32 bytes
-_SIGNATURE = re.compile(r"[A-Za-z0-9_-]{85}[AQgw]")  # of 64 bytes
-_NONCE = re.compile(r"[A-Za-z0-9_-]{21}[AQgw]")  # of 16 bytes
-_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_KEY = b64u_pattern(32)
+_SIGNATURE = b64u_pattern(64)
+_NONCE = b64u_pattern(16)
 _VOTE_MEMBERS = frozenset(("template", "nonce", "answers"))
 _VOTER_MEMBERS = frozenset(("template", "registrant", "key", "signature"))
 _ANSWER_MEMBERS = frozenset(("question", "values"))

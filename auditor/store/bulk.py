@@ -61,15 +61,20 @@ from auditor.limits import (
     MAX_TOKEN_BYTES,
 )
 from auditor.model.encoding import (
+    B64U_ALPHABET,
+    B64U_CLASS,
+    B64U_LAST,
     CID_BINARY_LEN,
     CID_PREFIX,
     CID_TEXT_LEN,
     MAX_ENVELOPE_BYTES,
     MAX_SAFE_INT,
     NOT_CANONICAL,
+    b64u_pattern,
     canonical_value,
     is_cid_text,
     json_shape_problem,
+    orjson_writes,
 )
 from auditor.model.envelope import ENVELOPE_MEMBERS
 from auditor.model.histogram import histogram
@@ -96,10 +101,7 @@ _B32_SHIFTS = np.arange(35, -1, -5, dtype=np.uint64)
 _CID_TEXT_PREFIX = "bagaaiera"  # the text of CID_PREFIX's 40 bits
 # ---------------------------------------------------------------------------- base64url
 
-_ALPHABET = "A-Za-z0-9_-"
-# The last character of a text whose length is 2 or 3 mod 4 carries 4 or 2 unused low
-# bits, which must be zero (RFC 4648 §3.5, canonical): these characters.
-_LAST = {2: "AQgw", 3: "AEIMQUYcgkosw048"}
+_ALPHABET, _LAST = B64U_CLASS, B64U_LAST
 _B64U_TEXT = re.compile(
     f"(?:[{_ALPHABET}]{{4}})*(?:[{_ALPHABET}][{_LAST[2]}]|[{_ALPHABET}]{{2}}[{_LAST[3]}])?"
 )
@@ -110,14 +112,6 @@ def b64u_accepts(text: Any) -> bool:
     """Whether :func:`~auditor.model.encoding.b64u_decode` accepts ``text``: strict
     base64url, no padding, canonical trailing bits (one pattern)."""
     return type(text) is str and _B64U_TEXT.fullmatch(text) is not None
-
-
-def _fixed_b64u(length: int) -> re.Pattern[str]:
-    """The pattern of the canonical base64url text of exactly ``length`` bytes."""
-    chars = (length * 4 + 2) // 3  # ceil(4 * length / 3)
-    tail = chars % 4
-    last = f"[{_LAST[tail]}]" if tail else f"[{_ALPHABET}]"
-    return re.compile(f"[{_ALPHABET}]{{{chars - 1}}}{last}")
 
 
 def decode_b64u(texts: Sequence[str]) -> list[bytes]:
@@ -257,7 +251,7 @@ def _b64u_check(plan: Plan) -> Check:
     to decode; other lengths (ciphertexts) decoded here: for long texts the C decoder
     checks the alphabet faster than a pattern does."""
     if plan.length is not None:
-        exact = _fixed_b64u(plan.length)
+        exact = b64u_pattern(plan.length)
         return lambda v: v if type(v) is str and exact.fullmatch(v) else _NO
     min_chars = (plan.min_length * 4 + 2) // 3  # the fewest characters holding min_length bytes
     max_chars = plan.max_chars
@@ -408,7 +402,6 @@ def _same_length(col: list[str], chars: int) -> bool:
 
 _CID_RUN = re.compile(r"(?:bagaaiera[a-z2-7]{51}[aq])*")  # is_cid_text's texts, end to end
 _CODE_RUN = re.compile(r"(?:[A-Za-z0-9_.-]{1,64}\n)*")  # _CODE's, each ended by a newline
-_ALPHABET_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _LAST_OK = ("", "", _LAST[2], _LAST[3])  # the last characters allowed, by length mod 4 (1: none)
 
 
@@ -467,7 +460,7 @@ def _b64u_column_check(plan: Plan) -> ColumnCheck:
     size = plan.length
     pad = _ZERO_PAD[chars % 4]
     step = chars + len(pad)
-    last = frozenset(_LAST_OK[chars % 4] if chars % 4 else _ALPHABET_CHARS)
+    last = frozenset(_LAST_OK[chars % 4] if chars % 4 else B64U_ALPHABET)
 
     def fixed(col: list[Any]) -> Any:
         if not col:
@@ -655,15 +648,13 @@ def _columnar(
             return None
 
     cid_array = pa.array(cids, pa.string())
-    suffix = b',"type":"' + record_type.encode() + b'","v":1}'  # canonical: body first, then signatures
-    digests = [hashlib.sha256(d[: d.rindex(b',"signatures":')] + suffix).digest() for d in datas]
     tables = {
         "envelopes": pa.table(
             [
                 cid_array,
                 pa.array([record_type] * len(cids), pa.string()),
                 pa.array(list(map(len, datas)), pa.int64()),
-                pa.array(digests, pa.binary()),
+                pa.array(_digests(datas, record_type), pa.binary()),
                 pa.array(datas, pa.binary()),
             ],
             schema=table_schema("envelopes"),
@@ -804,12 +795,9 @@ def _decoded(values: Sequence[Any]) -> list[Any]:
 
 
 def _decoded_lists(values: Sequence[Any]) -> pa.Array:
-    offsets = [0]
-    flat: list[Any] = []
-    for items in values:
-        flat.extend(items)
-        offsets.append(len(flat))
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(_decoded(flat), pa.binary()))
+    lists = list(values)
+    flat = _Lists(lists, list(map(len, lists)), list(chain.from_iterable(lists)))
+    return _list_array(flat, pa.list_(pa.binary()))
 
 
 def prepare_batch(
@@ -936,24 +924,32 @@ def _values(datas: list[bytes]) -> list[Any]:
     when every value is an object, that output equals the records' bytes joined by
     commas only if each record's bytes are its own value's output (an object's text
     ends at the brace matching its first, so the two cannot be cut differently)."""
-    for d in datas:
-        if len(d) > MAX_ENVELOPE_BYTES or (len(d) > 2 * MAX_JSON_CONTAINERS and json_shape_problem(d)):
-            break
-    else:
-        try:
-            values = list(map(orjson.loads, datas))
-            if _all(values, dict) and orjson.dumps(values, option=orjson.OPT_SORT_KEYS) == b"".join(
-                (b"[", b",".join(datas), b"]")
-            ):
-                return values
-        except (orjson.JSONDecodeError, orjson.JSONEncodeError):
-            pass
-    return [
-        NOT_CANONICAL
-        if len(d) > MAX_ENVELOPE_BYTES or (len(d) > 2 * MAX_JSON_CONTAINERS and json_shape_problem(d))
-        else canonical_value(d)
+    # The nesting limit needs no pre-scan here: orjson stops at 1,024 levels, and no
+    # schema accepts more than a few. The container limit can only be passed by bytes of
+    # at least two per container.
+    over = [
+        len(d) > MAX_ENVELOPE_BYTES
+        or (len(d) > 2 * MAX_JSON_CONTAINERS and json_shape_problem(d) is not None)
         for d in datas
     ]
+    if not any(over):
+        try:
+            values = list(map(orjson.loads, datas))
+        except orjson.JSONDecodeError:
+            pass  # which one: record by record below
+        else:
+            if _all(values, dict) and orjson_writes(values, b"".join((b"[", b",".join(datas), b"]"))):
+                return values
+            return [v if orjson_writes(v, d) else NOT_CANONICAL for v, d in zip(values, datas, strict=True)]
+    return [NOT_CANONICAL if o else canonical_value(d) for d, o in zip(datas, over, strict=True)]
+
+
+def _digests(datas: Sequence[bytes], record_type: str) -> list[bytes]:
+    """The record digests (spec §3: sha256 of ``{"body":B,"type":T,"v":1}``) of canonical
+    envelopes of one type: their own bytes up to the signatures (the body comes first),
+    cut out rather than re-encoded, then the type and version."""
+    suffix = b',"type":"' + record_type.encode() + b'","v":1}'
+    return [hashlib.sha256(d[: d.rindex(b',"signatures":')] + suffix).digest() for d in datas]
 
 
 def _fast_value(obj: dict[str, Any], data: bytes, cid: str, rows: dict[str, list[tuple[Any, ...]]]) -> bool:
@@ -984,9 +980,7 @@ def _fast_value(obj: dict[str, Any], data: bytes, cid: str, rows: dict[str, list
             struct.validate("body")
         except EncodingError:
             return False
-    end = data.rindex(b',"signatures":')  # canonical: body first, then signatures
-    digest = hashlib.sha256(b"".join((data[:end], b',"type":"', record_type.encode(), b'","v":1}'))).digest()
-    rows["envelopes"].append((cid, record_type, len(data), digest, data))
+    rows["envelopes"].append((cid, record_type, len(data), _digests([data], record_type)[0], data))
     if signatures:
         table = rows["signatures"]
         for idx, s in enumerate(signatures):
