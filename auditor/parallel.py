@@ -23,6 +23,7 @@ every batch.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import multiprocessing
 from collections import deque
@@ -32,7 +33,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-__all__ = ["START_METHOD", "LocalRunner", "Runner", "Task", "bounded_map", "no_gc", "open_runner"]
+__all__ = [
+    "START_METHOD",
+    "LocalRunner",
+    "Runner",
+    "Task",
+    "bounded_map",
+    "no_gc",
+    "open_runner",
+    "reuse_freed_memory",
+]
 
 START_METHOD = "forkserver"
 """How :class:`LocalRunner` starts its worker processes: from a small server process of
@@ -142,6 +152,35 @@ def no_gc() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_MMAP_THRESHOLD = 32 << 20  # glibc's largest: a 16 MiB chunk's buffers come from the heap
+_TRIM_THRESHOLD = 1 << 30
+_TOP_PAD = 64 << 20
+
+
+def reuse_freed_memory() -> None:
+    """For a worker process that makes and frees buffers of the same sizes batch after
+    batch (a harvest worker: a chunk's bytes, its records, its Arrow columns): freed
+    memory is kept for the next batch rather than handed back to the system, which
+    would zero each page again when it is touched again. Arrow allocates from the C
+    heap (its default, mimalloc, hands pages back on its own), and glibc's heap keeps
+    up to 1 GiB of free memory and takes blocks below 32 MiB from the heap rather than
+    from mmaps of their own. A harvest worker then faults in less than half the pages
+    and spends about a sixth less CPU (decisions.md, D45). Its peak RSS is unchanged:
+    what it keeps is what the previous batch used. Without glibc, only Arrow's pool."""
+    import pyarrow as pa  # not needed by the other tasks' workers
+
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return
+    mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+    mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+    mallopt(_M_TOP_PAD, _TOP_PAD)
 
 
 def bounded_map(pool: Executor, fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:

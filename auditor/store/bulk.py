@@ -167,6 +167,46 @@ def _decode_joined(joined: str) -> bytes | None:
         return None
 
 
+def _decode_array(texts: list[str], chars: int | None = None) -> pa.Array | None:
+    """:func:`_decode_column`, as one Arrow binary array: the decoded bytes are cut into
+    values by offsets (numpy), not into a Python object per value. ``chars``: the length
+    of every text, when the caller knows them all equal."""
+    count = len(texts)
+    if chars is not None:
+        pad = _ZERO_PAD[chars & 3]
+        data = _decode_joined(pad.join(texts) + pad) if count else b""
+        if data is None:
+            return None
+        size, step = chars * 3 // 4, (chars + 3) // 4 * 3
+        values = np.frombuffer(data, np.uint8)
+        if size != step:  # each value is followed by the zero bytes its padding decoded to
+            values = np.ascontiguousarray(values.reshape(count, step)[:, :size])
+        sizes = np.full(count, size, np.int64)
+    else:
+        lengths = np.fromiter(map(len, texts), np.int64, count)
+        data = _decode_joined("".join([t + _ZERO_PAD[len(t) & 3] for t in texts]))
+        if data is None:
+            return None
+        sizes = lengths * 3 // 4
+        padded = (lengths + 3) // 4 * 3
+        values = np.frombuffer(data, np.uint8)
+        extra = padded - sizes
+        if extra.any():
+            ends = np.cumsum(padded)
+            keep = np.ones(len(values), bool)
+            keep[ends[extra >= 1] - 1] = False
+            keep[ends[extra == 2] - 2] = False
+            values = values[keep]
+    if len(values) > _MAX_BINARY_BYTES:  # past a binary array's 32-bit offsets
+        return pa.array(_decode_column(texts), pa.binary())
+    offsets = np.zeros(count + 1, np.int32)
+    np.cumsum(sizes, out=offsets[1:])
+    return pa.Array.from_buffers(pa.binary(), count, [None, pa.py_buffer(offsets), pa.py_buffer(values)])
+
+
+_MAX_BINARY_BYTES = 2**31 - 1
+
+
 def cid_texts(digests: Sequence[bytes]) -> list[str]:
     """The text CIDs (``bagaaiera…``) of sha256 digests, all at once (base32 in numpy)."""
     n = len(digests)
@@ -385,11 +425,12 @@ ColumnCheck = Callable[[list[Any]], Any]
 @dataclass(frozen=True, slots=True)
 class _Lists:
     """An array member's column: each record's list (``values``, as in the JSON), and the
-    items checked, end to end (``flat``: texts, or bytes where the check decoded them)."""
+    items checked, end to end (``flat``: the items, or an Arrow array of their bytes
+    where the check decoded them)."""
 
     values: list[Any]
     lengths: list[int]
-    flat: list[Any]
+    flat: list[Any] | pa.Array
 
 
 def _all(col: list[Any], kind: type) -> bool:
@@ -400,6 +441,7 @@ def _same_length(col: list[str], chars: int) -> bool:
     return not col or set(map(len, col)) == {chars}
 
 
+_EMPTY_BINARY = pa.array([], pa.binary())
 _CID_RUN = re.compile(r"(?:bagaaiera[a-z2-7]{51}[aq])*")  # is_cid_text's texts, end to end
 _CODE_RUN = re.compile(r"(?:[A-Za-z0-9_.-]{1,64}\n)*")  # _CODE's, each ended by a newline
 _LAST_OK = ("", "", _LAST[2], _LAST[3])  # the last characters allowed, by length mod 4 (1: none)
@@ -457,24 +499,19 @@ def _b64u_column_check(plan: Plan) -> ColumnCheck:
         max_chars = plan.max_chars
         return lambda col: _b64u_column(col, min_chars, max_chars)
     chars = (plan.length * 4 + 2) // 3
-    size = plan.length
     pad = _ZERO_PAD[chars % 4]
     step = chars + len(pad)
     last = frozenset(_LAST_OK[chars % 4] if chars % 4 else B64U_ALPHABET)
 
     def fixed(col: list[Any]) -> Any:
         if not col:
-            return []
+            return _EMPTY_BINARY
         if not _all(col, str) or not _same_length(col, chars):
             return _NO
-        joined = pad.join(col) + pad
-        if not last.issuperset(joined[chars - 1 :: step]):
+        if not last.issuperset((pad.join(col) + pad)[chars - 1 :: step]):
             return _NO
-        data = _decode_joined(joined)
-        if data is None:
-            return _NO
-        stride = step * 3 // 4
-        return [data[i : i + size] for i in range(0, len(data), stride)]
+        out = _decode_array(col, chars)
+        return _NO if out is None else out
 
     return fixed
 
@@ -483,7 +520,7 @@ def _b64u_column(col: list[Any], min_chars: int, max_chars: int | None) -> Any:
     """The bytes of base64url texts of ``min_chars`` to ``max_chars`` characters, if
     :func:`b64u_accepts` every one, else _NO."""
     if not col:
-        return []
+        return _EMPTY_BINARY
     if not _all(col, str):
         return _NO
     lengths = list(map(len, col))
@@ -492,7 +529,7 @@ def _b64u_column(col: list[Any], min_chars: int, max_chars: int | None) -> Any:
     for text, n in zip(col, lengths, strict=True):
         if n & 3 and text[-1] not in _LAST_OK[n & 3]:
             return _NO
-    out = _decode_column(col)
+    out = _decode_array(col)
     return _NO if out is None else out
 
 
@@ -513,6 +550,65 @@ def _array_column_check(plan: Plan) -> ColumnCheck:
     return array
 
 
+_CODES = _column_check_of(Plan("code"))
+_COUNTS = _column_check_of(Plan("int", minimum=0))
+_INTEGERS = _column_check_of(Plan("int"))
+
+
+def _histogram_column(col: list[Any]) -> Any:
+    """:func:`_histogram_check` for a column of histograms: the question codes, the
+    entries, their ballots and their options (codes and counts) each checked as one
+    column; text entries (sorted pairs) one by one."""
+    if not _all(col, dict) or (col and max(map(len, col)) > MAX_QUESTIONS):
+        return _NO
+    if _CODES(list(chain.from_iterable(col))) is _NO:
+        return _NO
+    entries = list(chain.from_iterable(map(dict.values, col)))
+    if not _all(entries, dict):
+        return _NO
+    kinds: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for entry in entries:
+        kind = entry.get("type")
+        if type(kind) is not str or (kind != "text" and kind not in _OPTION_CHECKS):
+            return _NO
+        kinds[kind].append(entry)
+    for kind, group in kinds.items():
+        keys = _TEXT_ENTRY if kind == "text" else _OPTIONS_ENTRY
+        if not all(map(eq, map(dict.keys, group), repeat(keys))):
+            return _NO
+        if _COUNTS(list(map(itemgetter("ballots"), group))) is _NO:
+            return _NO
+        if kind == "text":
+            if not all(_text_values_ok(entry["values"]) for entry in group):
+                return _NO
+        elif not _options_column(kind, list(map(itemgetter("options"), group))):
+            return _NO
+    return col
+
+
+def _options_column(kind: str, options: list[Any]) -> bool:
+    """Whether every entry's ``options`` of one kind (select, rank, score) is accepted."""
+    if not _all(options, dict) or (options and max(map(len, options)) > MAX_OPTIONS):
+        return False
+    if _CODES(list(chain.from_iterable(options))) is _NO:
+        return False
+    items = list(chain.from_iterable(map(dict.values, options)))
+    if kind == "select":
+        return _COUNTS(items) is not _NO
+    if kind == "rank":
+        return (
+            _all(items, list)
+            and (not items or max(map(len, items)) <= MAX_OPTIONS)
+            and _COUNTS(list(chain.from_iterable(items))) is not _NO
+        )
+    return (
+        _all(items, dict)
+        and all(map(eq, map(dict.keys, items), repeat(_SCORE_ENTRY)))
+        and _COUNTS(list(map(itemgetter("count"), items))) is not _NO
+        and _INTEGERS(list(map(itemgetter("sum"), items))) is not _NO
+    )
+
+
 def _each(check: Check) -> ColumnCheck:
     """A member's own check, value by value (a validator with a check of its own)."""
 
@@ -521,6 +617,10 @@ def _each(check: Check) -> ColumnCheck:
         return _NO if _NO in out else out
 
     return column
+
+
+# the validators with a check of their own (_CHECKS) that also have one for whole columns
+_COLUMN_CHECKS: dict[Callable[[Any, str], Any], ColumnCheck] = {histogram: _histogram_column}
 
 
 # ---------------------------------------------------------------------------- body programs
@@ -563,7 +663,7 @@ def _program(record_type: str) -> _Program:
         plan = PLANS.get(validator)
         if validator in _CHECKS:
             checks.append((name, _CHECKS[validator]))
-            column_checks.append((name, _each(_CHECKS[validator])))
+            column_checks.append((name, _COLUMN_CHECKS.get(validator) or _each(_CHECKS[validator])))
             planned.add(name)
         elif plan is not None and (plan.kind != "array" or plan.item is not None):
             checks.append((name, _check_of(plan)))
@@ -662,7 +762,7 @@ def _columnar(
     }
     if flat_signatures:
         tables["signatures"] = _per_item("signatures", cid_array, signatures.lengths, keys, sigs)
-    if token_bytes:
+    if len(token_bytes):
         tables["timestamps"] = _per_item("timestamps", cid_array, tokens.lengths, token_bytes)
     schema = table_schema(record_type)
     arrays: list[pa.Array] = [cid_array]
@@ -677,8 +777,8 @@ def _columnar(
             arrays.append(pa.array([json_text(v) for v in raw], f.type))
         elif isinstance(value, _Lists):
             arrays.append(_list_array(value, f.type))
-        elif f.type == pa.binary():
-            arrays.append(pa.array(_decoded(value), f.type))
+        elif isinstance(value, pa.Array):  # base64url, decoded by its check
+            arrays.append(value)
         else:
             arrays.append(pa.array(value, f.type))
     tables[record_type] = pa.table(arrays, schema=schema)
@@ -703,7 +803,7 @@ def _list_column(values: list[dict[str, Any]], member: str, most: int) -> _Lists
     return _Lists(lists, lengths, list(chain.from_iterable(lists)))
 
 
-def _per_item(table: str, cids: pa.Array, lengths: list[int], *columns: list[bytes]) -> pa.Table:
+def _per_item(table: str, cids: pa.Array, lengths: list[int], *columns: pa.Array) -> pa.Table:
     """A table of one row per list item (signature, token): the record's CID, the item's
     index in its list, then ``columns``."""
     counts = np.array(lengths, np.int64)
@@ -713,7 +813,7 @@ def _per_item(table: str, cids: pa.Array, lengths: list[int], *columns: list[byt
         [
             cids.take(np.repeat(np.arange(len(lengths)), counts)),
             pa.array(idx.astype(np.int32), pa.int32()),
-            *(pa.array(c, pa.binary()) for c in columns),
+            *columns,
         ],
         schema=table_schema(table),
     )
@@ -723,8 +823,11 @@ def _list_array(value: _Lists, dtype: pa.DataType) -> pa.Array:
     offsets = np.zeros(len(value.lengths) + 1, np.int32)
     np.cumsum(value.lengths, out=offsets[1:])
     item_type = dtype.value_type
-    flat = _decoded(value.flat) if item_type == pa.binary() else value.flat
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, item_type))
+    if isinstance(value.flat, pa.Array):  # base64url, decoded by its check
+        items = value.flat
+    else:
+        items = pa.array(_decoded(value.flat) if item_type == pa.binary() else value.flat, item_type)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)
 
 
 # ---------------------------------------------------------------------------- batches

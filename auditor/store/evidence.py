@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from auditor.errors import InputError
 from auditor.model.encoding import b64u_decode
-from auditor.parallel import bounded_map, no_gc
+from auditor.parallel import bounded_map, no_gc, reuse_freed_memory
 from auditor.sources import Chunk, RawRecord, Rejection, open_chunk_records, open_record
 from auditor.store.bulk import PreparedBatch, prepare_batch
 from auditor.store.tables import TABLES, TS, row_of, schema_of
@@ -205,13 +205,24 @@ class EvidenceStore:
         the CIDs it holds rows for that the store already had."""
         stats.read += len(batch.cids)
         stats.bytes += sum(batch.sizes)
-        known_before = []
+        known_before: list[str] = []
+        known = self.known
+        held = [cid for cid in batch.cids if cid is not None]
+        if len(held) == len(batch.cids) and known.isdisjoint(held) and len(set(held)) == len(held):
+            # the common chunk: every record accepted, new, and there once
+            known.update(held)
+            stats.new += len(held)
+            for record_type, count in Counter(batch.types).items():
+                stats.by_type[record_type or ""] += count
+            self._pending_count += len(held)
+            self._pending_bytes += sum(batch.sizes)
+            return known_before
         fresh: set[str] = set()
         for i, cid in enumerate(batch.cids):
             if cid is None:
                 continue
-            if cid not in self.known:
-                self.known.add(cid)
+            if cid not in known:
+                known.add(cid)
                 fresh.add(cid)
                 stats.new += 1
                 stats.by_type[batch.types[i] or ""] += 1
@@ -455,7 +466,7 @@ def _opened(tasks: Iterable[ChunkTask], workers: int) -> Iterator[PreparedBatch]
         for task in chain(head, iterator):
             yield write_chunk(task)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=reuse_freed_memory) as pool:
         yield from bounded_map(pool, write_chunk, chain(head, iterator), 2 * workers)
 
 
