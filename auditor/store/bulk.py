@@ -550,65 +550,6 @@ def _array_column_check(plan: Plan) -> ColumnCheck:
     return array
 
 
-_CODES = _column_check_of(Plan("code"))
-_COUNTS = _column_check_of(Plan("int", minimum=0))
-_INTEGERS = _column_check_of(Plan("int"))
-
-
-def _histogram_column(col: list[Any]) -> Any:
-    """:func:`_histogram_check` for a column of histograms: the question codes, the
-    entries, their ballots and their options (codes and counts) each checked as one
-    column; text entries (sorted pairs) one by one."""
-    if not _all(col, dict) or (col and max(map(len, col)) > MAX_QUESTIONS):
-        return _NO
-    if _CODES(list(chain.from_iterable(col))) is _NO:
-        return _NO
-    entries = list(chain.from_iterable(map(dict.values, col)))
-    if not _all(entries, dict):
-        return _NO
-    kinds: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for entry in entries:
-        kind = entry.get("type")
-        if type(kind) is not str or (kind != "text" and kind not in _OPTION_CHECKS):
-            return _NO
-        kinds[kind].append(entry)
-    for kind, group in kinds.items():
-        keys = _TEXT_ENTRY if kind == "text" else _OPTIONS_ENTRY
-        if not all(map(eq, map(dict.keys, group), repeat(keys))):
-            return _NO
-        if _COUNTS(list(map(itemgetter("ballots"), group))) is _NO:
-            return _NO
-        if kind == "text":
-            if not all(_text_values_ok(entry["values"]) for entry in group):
-                return _NO
-        elif not _options_column(kind, list(map(itemgetter("options"), group))):
-            return _NO
-    return col
-
-
-def _options_column(kind: str, options: list[Any]) -> bool:
-    """Whether every entry's ``options`` of one kind (select, rank, score) is accepted."""
-    if not _all(options, dict) or (options and max(map(len, options)) > MAX_OPTIONS):
-        return False
-    if _CODES(list(chain.from_iterable(options))) is _NO:
-        return False
-    items = list(chain.from_iterable(map(dict.values, options)))
-    if kind == "select":
-        return _COUNTS(items) is not _NO
-    if kind == "rank":
-        return (
-            _all(items, list)
-            and (not items or max(map(len, items)) <= MAX_OPTIONS)
-            and _COUNTS(list(chain.from_iterable(items))) is not _NO
-        )
-    return (
-        _all(items, dict)
-        and all(map(eq, map(dict.keys, items), repeat(_SCORE_ENTRY)))
-        and _COUNTS(list(map(itemgetter("count"), items))) is not _NO
-        and _INTEGERS(list(map(itemgetter("sum"), items))) is not _NO
-    )
-
-
 def _each(check: Check) -> ColumnCheck:
     """A member's own check, value by value (a validator with a check of its own)."""
 
@@ -617,10 +558,6 @@ def _each(check: Check) -> ColumnCheck:
         return _NO if _NO in out else out
 
     return column
-
-
-# the validators with a check of their own (_CHECKS) that also have one for whole columns
-_COLUMN_CHECKS: dict[Callable[[Any, str], Any], ColumnCheck] = {histogram: _histogram_column}
 
 
 # ---------------------------------------------------------------------------- body programs
@@ -663,7 +600,7 @@ def _program(record_type: str) -> _Program:
         plan = PLANS.get(validator)
         if validator in _CHECKS:
             checks.append((name, _CHECKS[validator]))
-            column_checks.append((name, _COLUMN_CHECKS.get(validator) or _each(_CHECKS[validator])))
+            column_checks.append((name, _each(_CHECKS[validator])))
             planned.add(name)
         elif plan is not None and (plan.kind != "array" or plan.item is not None):
             checks.append((name, _check_of(plan)))
