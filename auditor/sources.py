@@ -49,8 +49,10 @@ CHUNK_BYTES = 16 << 20  # and at most about this many bytes of a CAR
 _RELEASE = 64 << 20  # the CAR walk hands back its mapped pages every this many bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made by the hundred thousand, it would cost twice as much
 class RawRecord:
+    """Never changed once made (a source's bytes, as it served them)."""
+
     raw: bytes
     claimed_cid: str | None  # the CID the source published these bytes under, if any
     location: str  # file, line or byte offset: enough for a person to find it
@@ -289,10 +291,14 @@ def _plain_sections(data: bytes, chunk: CarRange) -> tuple[list[RawRecord], list
     sections, starts, ends = [], [], []
     pos, size, cid_len, prefix = 0, len(data), CID_BINARY_LEN, CID_PREFIX
     while pos < size:
-        length = _short_varint(data, pos, size)
-        if length is None:
-            return None
-        n, p = length
+        first = data[pos]  # _short_varint, its common form inlined (see _car_ranges)
+        if first >= 0x80 and pos + 2 < size and 0 < (second := data[pos + 1]) < 0x80:
+            n, p = (first & 0x7F) | (second << 7), pos + 2
+        else:
+            length = _short_varint(data, pos, size)
+            if length is None:
+                return None
+            n, p = length
         sections.append(pos)
         pos = p + n
         if n <= cid_len or pos > size or not data.startswith(prefix, p):
@@ -307,7 +313,7 @@ def _plain_sections(data: bytes, chunk: CarRange) -> tuple[list[RawRecord], list
         RawRecord(data[p + cid_len : e], text, f"{name}@{base + at}", None, str(base + e))
         for at, p, e, text in zip(sections, starts, ends, texts, strict=True)
     ]
-    return raws, list(cids)
+    return raws, list[bytes | None](cids)
 
 
 def _standard(cid: bytes) -> bool:

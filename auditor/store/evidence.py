@@ -82,6 +82,9 @@ ALL_TABLES: dict[str, pa.Schema] = {**BASE_TABLES, **{t: schema_of(t) for t in T
 _UNIQUE_TEXT = frozenset(
     ("cid", "location", "reason", "claimed_cid")
 )  # text columns of (nearly) unique values
+# binary columns that compress: records' bytes (JSON text) and timestamp tokens (DER, each
+# with the TSA's certificates)
+_COMPRESSIBLE = frozenset(("raw", "token"))
 QUARANTINE_RAW_LIMIT = 64 * 1024  # keep this much of a bad record's bytes (the size is in the reason)
 
 
@@ -484,10 +487,13 @@ def write_part(path: Path, data: pa.Table, *, sync: bool = True) -> None:
     # statistics (row-group skipping) for all but the binary columns (bytes with no order
     # a query uses). Both cost time on a column of unique blobs, for nothing. Snappy, not
     # zstd: the records are mostly base64 and ciphertext, which zstd shrinks by a fifth
-    # more at twice the time (decisions.md, D42).
+    # more at twice the time (decisions.md, D42). Decoded bytes (keys, signatures,
+    # digests, ciphertexts) are random: not compressed at all (D45). Tokens are.
     strings = [f.name for f in data.schema if f.type == pa.string() and f.name not in _UNIQUE_TEXT]
-    ordered = [f.name for f in data.schema if f.type not in (pa.binary(), pa.list_(pa.binary()))]
-    pq.write_table(data, tmp, compression="snappy", use_dictionary=strings, write_statistics=ordered)
+    blobs = {f.name for f in data.schema if f.type in (pa.binary(), pa.list_(pa.binary()))}
+    ordered = [f.name for f in data.schema if f.name not in blobs]
+    compression = {f.name: "none" if f.name in blobs - _COMPRESSIBLE else "snappy" for f in data.schema}
+    pq.write_table(data, tmp, compression=compression, use_dictionary=strings, write_statistics=ordered)
     if sync:
         _fsync(tmp)
     os.replace(tmp, path)
