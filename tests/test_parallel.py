@@ -72,3 +72,25 @@ def test_no_gc_turns_the_collector_off_and_back_as_it_was() -> None:
     with pytest.raises(ValueError), no_gc():
         raise ValueError
     assert gc.isenabled()
+
+
+def _pool_after_reuse() -> str:
+    import pyarrow as pa
+
+    from auditor.parallel import reuse_freed_memory
+
+    reuse_freed_memory()
+    return str(pa.default_memory_pool().backend_name)
+
+
+def test_harvest_workers_allocate_from_the_c_heap() -> None:
+    """reuse_freed_memory (a harvest worker's initializer) switches Arrow to the system
+    allocator in the worker only: the calling process keeps its own."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    import pyarrow as pa
+
+    before = pa.default_memory_pool().backend_name
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(_pool_after_reuse).result() == "system"
+    assert pa.default_memory_pool().backend_name == before
