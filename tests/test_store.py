@@ -57,6 +57,27 @@ def test_harvest_fills_typed_tables_and_views(election: Path, tmp_path: Path) ->
         os.chdir(here)
 
 
+def test_random_bytes_are_stored_uncompressed_and_text_compressed(election: Path, tmp_path: Path) -> None:
+    """Keys, signatures, digests and ciphertexts are random: snappy would only cost time;
+    records' JSON, timestamp tokens and text columns are compressed (decisions.md, D45)."""
+    import pyarrow.parquet as pq
+
+    store, _ = harvest([ArchiveSource(election / "evidence.car")], tmp_path / "ev")
+    codecs: dict[tuple[str, str], set[str]] = {}
+    for table in ("envelopes", "signatures", "timestamps", "vote_block", "registrant"):
+        for part in store.parts(table):
+            metadata = pq.ParquetFile(part).metadata
+            for group in range(metadata.num_row_groups):
+                for i in range(metadata.num_columns):
+                    column = metadata.row_group(group).column(i)
+                    codecs.setdefault((table, column.path_in_schema), set()).add(column.compression)
+    assert codecs[("envelopes", "raw")] == {"SNAPPY"} and codecs[("envelopes", "cid")] == {"SNAPPY"}
+    assert codecs[("timestamps", "token")] == {"SNAPPY"}
+    random = [("envelopes", "digest"), ("signatures", "key"), ("signatures", "sig"), ("registrant", "key")]
+    for column in [*random, ("vote_block", "votes.list.element")]:
+        assert codecs[column] == {"UNCOMPRESSED"}, column
+
+
 def test_parsing_in_worker_processes_gives_the_same_store(
     election: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
