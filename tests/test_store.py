@@ -73,8 +73,8 @@ def test_random_bytes_are_stored_uncompressed_and_text_compressed(election: Path
                     codecs.setdefault((table, column.path_in_schema), set()).add(column.compression)
     assert codecs[("envelopes", "raw")] == {"SNAPPY"} and codecs[("envelopes", "cid")] == {"SNAPPY"}
     assert codecs[("timestamps", "token")] == {"SNAPPY"}
-    random = [("envelopes", "digest"), ("signatures", "key"), ("signatures", "sig"), ("registrant", "key")]
-    for column in [*random, ("vote_block", "votes.list.element")]:
+    blobs = [("envelopes", "digest"), ("signatures", "key"), ("signatures", "sig"), ("registrant", "key")]
+    for column in [*blobs, ("vote_block", "votes.list.element")]:
         assert codecs[column] == {"UNCOMPRESSED"}, column
 
 
