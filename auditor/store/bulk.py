@@ -716,6 +716,8 @@ def _columnar(
             arrays.append(_list_array(value, f.type))
         elif isinstance(value, pa.Array):  # base64url, decoded by its check
             arrays.append(value)
+        elif f.type == pa.binary():
+            arrays.append(pa.array(_decoded(value), f.type))
         else:
             arrays.append(pa.array(value, f.type))
     tables[record_type] = pa.table(arrays, schema=schema)
