@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from auditor.crypto import merkle
-from auditor.model.encoding import b64u_encode, cid_to_binary, jcs
+from auditor.model.encoding import b64u_encode, jcs
 from auditor.model.histogram import Histogram, add_into, zero
+from auditor.store.bulk import cid_binaries
+from auditor.store.tables import json_text
 from auditor.verify.answers import LeafBlock, block_histograms
 from auditor.verify.context import Audit
 
@@ -72,14 +74,16 @@ def _expected_nodes(blocks: list[LeafBlock], histograms: Iterator[Histogram]) ->
     ({} for no blocks). A node's counts are its children's, added member-wise (§6)."""
     out: Expected = {}
     stack: list[tuple[bytes, Histogram, int]] = []  # the completed subtrees not yet merged
+    binaries = cid_binaries([block.cid for block in blocks])
     for node in merkle.iter_tree_ranges(len(blocks)):
         if node.mid is None:
             block = blocks[node.start]
-            entry = (merkle.leaf_hash(cid_to_binary(block.cid)), next(histograms), block.members)
+            entry = (merkle.leaf_hash(binaries[node.start]), next(histograms), block.members)
         else:  # post-order: the two subtrees on top of the stack are this node's children
             right, left = stack.pop(), stack.pop()
             entry = (merkle.node_hash(left[0], right[0]), add_into(left[1], right[1]), left[2] + right[2])
-        out[(node.start, node.end)] = (entry[0], jcs(entry[1]).decode("utf-8"), entry[2], node.mid)
+        # the text the store holds for a published node's counts (the same function)
+        out[(node.start, node.end)] = (entry[0], json_text(entry[1]), entry[2], node.mid)
         stack.append(entry)
     return out, (stack[0][1] if stack else {})
 
