@@ -115,6 +115,51 @@ def test_opener_verifies_as_verify() -> None:
     assert opener.verify(*cases[0]) and opener.verify(*cases[-1])
 
 
+# every small-order encoding libsodium lists (canonical ones and y ≥ p), and a few more
+_P = 2**255 - 19
+_SMALL_ORDER = [
+    bytes(32),
+    (1).to_bytes(32, "little"),
+    (_P - 1).to_bytes(32, "little"),
+    bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
+    SMALL,
+    (1 << 255).to_bytes(32, "little"),
+    *((_P + i).to_bytes(32, "little") for i in range(19)),
+    *(((_P + i) | (1 << 255)).to_bytes(32, "little") for i in range(19)),
+]
+
+
+def test_the_scalar_multiplication_refuses_exactly_the_invalid_points() -> None:
+    """What D46 rests on: crypto_scalarmult_ed25519_noclamp refuses R exactly when
+    crypto_core_ed25519_is_valid_point does, so the opener can skip the separate check."""
+    from nacl._sodium import ffi, lib
+
+    rng = random.Random(46)
+    out = ffi.new("unsigned char[]", 32)
+    key = (rng.randrange(1, ELL)).to_bytes(32, "little")
+    points = [public_of(rng.randrange(1, ELL).to_bytes(32, "little")) for _ in range(200)]
+    mixed = [crypto_core_ed25519_add(p, SMALL) for p in points[:100]]
+    candidates = [*points, *mixed, *_SMALL_ORDER, *(rng.randbytes(32) for _ in range(20_000))]
+    refused = valid = 0
+    for r in candidates:
+        multiplies = lib.crypto_scalarmult_ed25519_noclamp(out, key, r) == 0
+        assert multiplies == is_valid_point(r), r.hex()
+        valid += multiplies
+        refused += not multiplies
+    # both kinds are well represented: random bytes are a prime-order point 1 time in 16
+    assert valid > 1_000 and refused > 15_000
+
+
+@settings(max_examples=300, deadline=None)
+@given(r_point=st.binary(min_size=32, max_size=32), seed=st.integers(0, 2**32))
+def test_opener_words_any_r_as_decrypt_does(r_point: bytes, seed: int) -> None:
+    rng = random.Random(seed)
+    private = rng.randrange(1, ELL).to_bytes(32, "little")
+    good = encrypt(b'{"x":1}', public_of(private), "t", rng.randrange(1, ELL).to_bytes(32, "little"))
+    for c in (r_point + good[32:], good, *(p + good[32:] for p in _SMALL_ORDER[:6])):
+        assert _outcome(Opener(private).open, c, b"t") == _outcome(decrypt, c, private, "t")
+
+
 # ---------------------------------------------------------------------------- accept-only parsers
 
 
