@@ -16,6 +16,7 @@ from auditor.crypto.ecies import (
     decrypt,
     derive_scalar,
     encrypt,
+    encrypt_knowing_private,
     is_valid_point,
     is_valid_scalar,
     public_of,
@@ -342,6 +343,22 @@ def test_encrypt_decrypt_round_trip(plaintext: bytes, private: bytes, ephemeral:
     assert decrypt(ciphertext, private, TEMPLATE) == plaintext
     with pytest.raises(CryptoError):
         decrypt(ciphertext, private, OTHER_TEMPLATE)
+
+
+@given(st.binary(max_size=200), st.lists(SCALARS, min_size=1, max_size=4), SCALARS)
+def test_encrypting_with_the_private_key_gives_the_same_bytes(
+    plaintext: bytes, scalars: list[bytes], ephemeral: bytes
+) -> None:
+    """The simulator's fixed-base encryption (S = (r·k)·B) is byte for byte encrypt's (S = r·K)."""
+    private = combine_private(scalars)
+    assume(private != bytes(32))
+    election_key = combine_public(public_of(s) for s in scalars)
+    expected = encrypt(plaintext, election_key, TEMPLATE, ephemeral)
+    assert encrypt_knowing_private(plaintext, private, TEMPLATE, ephemeral) == expected
+    # and with a private key that is not the election key's, the bytes differ
+    other = combine_private([*scalars, (1).to_bytes(32, "little")])
+    assume(other != bytes(32))
+    assert encrypt_knowing_private(plaintext, other, TEMPLATE, ephemeral) != expected
 
 
 @given(st.lists(SCALARS, min_size=1, max_size=4), SCALARS, st.binary(max_size=64))

@@ -17,6 +17,7 @@ from nacl.bindings import (
     crypto_core_ed25519_add,
     crypto_core_ed25519_is_valid_point,
     crypto_core_ed25519_scalar_add,
+    crypto_core_ed25519_scalar_mul,
     crypto_core_ed25519_scalar_reduce,
     crypto_scalarmult_ed25519_base_noclamp,
     crypto_scalarmult_ed25519_noclamp,
@@ -33,6 +34,7 @@ __all__ = [
     "decrypt",
     "derive_scalar",
     "encrypt",
+    "encrypt_knowing_private",
     "is_valid_point",
     "is_valid_scalar",
     "public_of",
@@ -100,6 +102,21 @@ def encrypt(plaintext: bytes, election_key: bytes, template_cid: str, ephemeral:
     """
     r_point = public_of(ephemeral)
     shared = bytes(crypto_scalarmult_ed25519_noclamp(ephemeral, election_key))
+    sealed = crypto_aead_xchacha20poly1305_ietf_encrypt(
+        plaintext, template_cid.encode("utf-8"), _ZERO_NONCE, _key(r_point, shared)
+    )
+    return r_point + bytes(sealed)
+
+
+def encrypt_knowing_private(
+    plaintext: bytes, election_private: bytes, template_cid: str, ephemeral: bytes
+) -> bytes:
+    """The bytes :func:`encrypt` makes for the election key ``public_of(election_private)``,
+    for whoever holds the combined private key k (the simulator): S = r·K = (r·k mod ℓ)·B,
+    two fixed-base multiplications instead of a fixed-base and a variable-base one, which
+    also tests K's subgroup every time (about a third of the cost)."""
+    r_point = public_of(ephemeral)
+    shared = public_of(bytes(crypto_core_ed25519_scalar_mul(ephemeral, election_private)))
     sealed = crypto_aead_xchacha20poly1305_ietf_encrypt(
         plaintext, template_cid.encode("utf-8"), _ZERO_NONCE, _key(r_point, shared)
     )

@@ -27,7 +27,7 @@ from typing import Any, TextIO
 
 from auditor import __version__
 from auditor.crypto import merkle
-from auditor.crypto.ecies import combine_public, derive_scalar, public_of
+from auditor.crypto.ecies import combine_private, combine_public, derive_scalar, public_of
 from auditor.crypto.ed25519 import SigningKey, sign_digest
 from auditor.model.encoding import b64u_encode, cid_from_binary, cid_of, cid_to_binary, jcs
 from auditor.model.envelope import envelope_json
@@ -311,10 +311,11 @@ class Simulation:
                 "electionKey": b64u_encode(public_of(scalar)),
             }
             self.keyholder_cids.append(self.publish("keyholder", body, [key], at))
-        points = [public_of(s) for s in self.keyholder_scalars]
+        scalars = list(self.keyholder_scalars)
         if self.t == "election-key-sum":  # tamper: an unlisted key mixed into the election key
-            points.append(public_of(derive_scalar(b"attacker key")))
-        self.election_key = combine_public(points)
+            scalars.append(derive_scalar(b"attacker key"))
+        self.election_key = combine_public([public_of(s) for s in scalars])
+        self.election_private = combine_private(scalars)  # the blocks' encryption uses it
 
     def revision_body(self, number: int, instructions: str, timeline: dict[str, int]) -> dict[str, Any]:
         return {
@@ -716,6 +717,7 @@ class Simulation:
             election_key=self.election_key,
             templates=tuple(self.template_bodies),
             district_of_template=tuple(self.districts),
+            election_private=self.election_private,
         )
         chunk = 32
         batches = [specs[i : i + chunk] for i in range(0, len(specs), chunk)]
