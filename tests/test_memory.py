@@ -12,8 +12,11 @@ from pathlib import Path
 import psutil
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from auditor.crypto.ed25519 import SigningKey, verify
+from auditor.errors import AuditError
 from auditor.harvest import ArchiveSource, harvest
 from auditor.model.envelope import SIGNING_PREFIX
 from auditor.parallel import LocalRunner, Task
@@ -323,5 +326,61 @@ def test_the_references_step_keeps_no_table(clean: Path, tmp_path: Path) -> None
         records.check_references(audit)
         assert audit.rows(tables) == before
         assert audit.findings.outcomes["REC-REF"].to_json()["checked"] > audit.harvested
+    finally:
+        audit.close()
+
+
+# ---------------------------------------------------------------------------- the roll out of core
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=300, unique=True))
+def test_translated_text_cids_sort_as_their_bytes(digests: list[bytes]) -> None:
+    """What the roll's streamed leaves rest on: ORDER BY translate(text CID) in DuckDB is
+    the ascending order of the binary CIDs (spec §5.3), though text order is not."""
+    import duckdb
+
+    from auditor.model.encoding import CID_PREFIX, cid_from_binary
+    from auditor.verify.election import _BASE32, _IN_VALUE_ORDER
+
+    binaries = [CID_PREFIX + d for d in digests]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (cid VARCHAR)")
+    con.executemany("INSERT INTO t VALUES (?)", [[cid_from_binary(b)] for b in binaries])
+    got = con.execute(
+        f"SELECT cid FROM t ORDER BY translate(cid, '{_BASE32}', '{_IN_VALUE_ORDER}')"
+    ).fetchall()
+    assert [r[0] for r in got] == [cid_from_binary(b) for b in sorted(binaries)]
+
+
+def test_the_roll_is_checked_from_a_table_duckdb_can_spill(
+    clean: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The eligible voters are a DuckDB table, not Arrow held by Python; their root is the
+    streamed root of their binary CIDs, in groups smaller than the roll; and leaves that do
+    not come sorted by their bytes stop the step rather than give a wrong root."""
+    from auditor.crypto import merkle
+    from auditor.verify import election
+
+    store = _store(clean, tmp_path)
+    trust = load_trust(clean / "trust.toml")
+    monkeypatch.setattr(election, "LEAF_BATCH", 7)  # batches that do not align with the groups
+    monkeypatch.setattr(merkle, "STREAM_GROUP", 16)  # the roll's root from several groups
+    from auditor.verify.engine import STEPS
+
+    audit = Audit(store, trust, workers=1)
+    try:
+        audit.open()
+        for step in STEPS[: [s.name for s in STEPS].index("roll") + 1]:
+            step.run(audit)
+        kinds = dict(
+            audit.rows("SELECT table_name, temporary FROM duckdb_tables() WHERE table_name = 'eligible'")
+        )
+        assert kinds == {"eligible": True}
+        assert audit.findings.outcomes["REG-ROLL"].status == "pass", [f.message for f in audit.findings.items]
+        assert audit.rows("SELECT count(*) FROM eligible")[0][0] == audit.roll.body.count > 16  # type: ignore[union-attr]
+        monkeypatch.setattr(election, "_IN_VALUE_ORDER", election._BASE32)  # text order: not the bytes'
+        with pytest.raises(AuditError, match="did not sort by their bytes"):
+            merkle.root_of_stream(election._eligible_leaves(audit))
     finally:
         audit.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -451,6 +452,31 @@ def test_builder_every_prefix() -> None:
         builder.append(leaf)
         assert builder.root() == _ref_mth(leaves[:n])
         assert len(builder._stack) == bin(n).count("1")  # O(log n) state
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(0, 70),
+    group=st.sampled_from([1, 2, 4, 8, 16]),
+    cuts=st.lists(st.integers(0, 70), max_size=8),
+)
+def test_stream_root_is_the_recursive_root_whatever_the_chunks(n: int, group: int, cuts: list[int]) -> None:
+    leaves = _leaves(n)
+    bounds = sorted({0, n, *(c for c in cuts if c <= n)})
+    chunks = [leaves[a:b] for a, b in pairwise(bounds)]
+    assert merkle.root_of_stream(chunks, group) == (_ref_mth(leaves), n)
+
+
+def test_stream_root_of_the_default_group_and_beyond() -> None:
+    leaves = _leaves(3 * merkle.STREAM_GROUP + 5)
+    chunks = [leaves[i : i + 10_000] for i in range(0, len(leaves), 10_000)]
+    assert merkle.root_of_stream(chunks) == (root(leaves), len(leaves))
+    assert merkle.root_of_stream([]) == (EMPTY_ROOT, 0)
+    with pytest.raises(ValueError, match="power of two"):
+        merkle.root_of_stream([leaves[:3]], group=3)
+    # a leaf moved to another place changes the root: order matters, as in the tree
+    swapped = [leaves[1], leaves[0], *leaves[2:]]
+    assert merkle.root_of_stream([swapped])[0] != root(leaves)
 
 
 def test_builder_rejects_bad_hash() -> None:

@@ -391,6 +391,33 @@ def test_registrants_after_registration_ended_belong_to_another_roll(tmp_path: P
     assert outcome.status == "pass" and "after RE" in outcome.note
 
 
+def test_a_registrant_not_signed_by_its_key_fails_the_roll_and_is_not_eligible(
+    tmp_path: Path, clean: Path
+) -> None:
+    from auditor.crypto.ed25519 import SigningKey, sign_digest
+    from auditor.model.encoding import cid_of
+    from auditor.model.envelope import record_digest
+
+    registrant = _records(clean, "registrant")[0]
+    key, impostor = SigningKey.derive(b"a voter"), SigningKey.derive(b"someone else")
+    body = dict(registrant["body"], key=key.public_b64u)  # type: ignore[call-overload]
+    unsigned = {
+        "v": 1,
+        "type": "registrant",
+        "body": body,
+        "signatures": [sign_digest(impostor, record_digest("registrant", body))],
+        "timestamps": [],
+    }
+    raw = jcs(unsigned)
+    result = _with_extra(tmp_path, clean, {"unsigned.json": raw})
+    roll = [f for f in result.findings if f.check == "REG-ROLL"]
+    # the roll's root and counts still hold: the unsigned registrant is not eligible
+    assert [(f.subject, f.message) for f in roll] == [
+        (cid_of(raw), f"registrant {cid_of(raw)} is not validly signed by the key it registers")
+    ]
+    assert {o.id: o for o in result.outcomes}["REG-ROLL"].checked == len(_records(clean, "registrant")) + 1
+
+
 def test_an_unsigned_copy_of_the_election_does_not_stop_the_audit(tmp_path: Path, clean: Path) -> None:
     election = _records(clean, "election")[0]
     impostor = dict(

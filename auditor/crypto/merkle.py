@@ -44,6 +44,7 @@ __all__ = [
     "root",
     "root_from_inclusion",
     "root_of_leaf_hashes",
+    "root_of_stream",
     "split",
     "subtree_root",
     "tree_ranges",
@@ -138,6 +139,37 @@ def root(leaves: Sequence[bytes]) -> bytes:
     if not leaves:
         return EMPTY_ROOT
     return root_of_leaf_hashes(_leaf_hashes(leaves))
+
+
+STREAM_GROUP = 1 << 16
+
+
+def root_of_stream(chunks: Iterable[Sequence[bytes]], group: int | None = None) -> tuple[bytes, int]:
+    """MTH of the leaves of ``chunks`` taken in order, and how many there were, holding at
+    most ``group`` leaves at a time (RFC 9162 §2.1.1, spec §5.3).
+
+    The leaves are cut into groups of ``group`` (a power of two) from the first: each full
+    group is a perfect subtree of the whole tree, since every split of a left-complete
+    tree above that size falls on a multiple of it, so the root of the whole is the root
+    over the groups' roots taken as nodes (the last group, if short, as the subtree it is).
+    A million leaves keep 16 group roots, not a million hashes. ``group``: by default
+    :data:`STREAM_GROUP`.
+    """
+    group = STREAM_GROUP if group is None else group
+    if group < 1 or group & (group - 1):
+        raise ValueError(f"group: got {group}, expected a power of two")
+    roots: list[bytes] = []
+    pending: list[bytes] = []
+    count = 0
+    for chunk in chunks:
+        count += len(chunk)
+        pending.extend(chunk)
+        while len(pending) >= group:
+            roots.append(root(pending[:group]))
+            del pending[:group]
+    if pending:
+        roots.append(root(pending))
+    return root_of_leaf_hashes(roots), count
 
 
 def subtree_root(leaves: Sequence[bytes], start: int, end: int) -> bytes:

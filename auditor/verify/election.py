@@ -8,10 +8,10 @@ roll of eligible voters (registered in DuckDB as the table ``eligible``).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from itertools import pairwise
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from auditor.crypto import merkle
 from auditor.crypto.ecies import combine_public
@@ -20,7 +20,7 @@ from auditor.model.encoding import b64u_decode, b64u_encode
 from auditor.model.envelope import Envelope
 from auditor.store.bulk import cid_binaries
 from auditor.verify.authority import check_authority_signature
-from auditor.verify.context import Audit, arrow, distinct_content, fmt_time
+from auditor.verify.context import Audit, distinct_content, fmt_time
 
 __all__ = ["check_election_key", "check_revisions", "check_roll", "check_templates", "check_timeline"]
 
@@ -243,19 +243,15 @@ def check_roll(audit: Audit) -> None:
     )[0][0]
     if later:
         f.checked("REG-ROLL", 0, f"{later:,} registrants registered after RE are not part of this roll")
-    registrants = arrow(
-        audit.con,
-        """
-        SELECT r.cid, r.key, r.district,
-               EXISTS (SELECT 1 FROM sig_ok s WHERE s.cid = r.cid AND s.key = r.key AND s.ok) AS self_signed
-        FROM registrant r WHERE r.registrationAuthority = ? AND epoch_ms(r.registered) <= ?
-        """,
-        [authority, registration_end],
-    )
-    f.checked("REG-ROLL", registrants.num_rows, f"{registrants.num_rows:,} registrants")
-    # only the unsigned ones as Python strings: a million CIDs as objects take ≈ 110 MB
-    unsigned = registrants.filter(pc.invert(registrants.column("self_signed")))
-    for cid in unsigned.column("cid").to_pylist():
+    # The registrants and the eligible voters stay in DuckDB, which spills them to disk
+    # under a memory budget; Python holds one batch of CIDs at a time (ten million
+    # registrants as Arrow or Python objects would take gigabytes).
+    chosen = "FROM registrant r WHERE r.registrationAuthority = ? AND epoch_ms(r.registered) <= ?"
+    params = [authority, registration_end]
+    signed = "EXISTS (SELECT 1 FROM sig_ok s WHERE s.cid = r.cid AND s.key = r.key AND s.ok)"
+    total = audit.rows(f"SELECT count(*) {chosen}", params)[0][0]
+    f.checked("REG-ROLL", total, f"{total:,} registrants")
+    for (cid,) in audit.rows(f"SELECT r.cid {chosen} AND NOT {signed} ORDER BY r.cid", params):
         f.fail("REG-ROLL", cid, f"registrant {cid} is not validly signed by the key it registers")
     for key, group in audit.rows(
         """
@@ -272,8 +268,10 @@ def check_roll(audit: Audit) -> None:
             "a key may be registered once",
             records=list(group),
         )
-    eligible = registrants.filter(registrants.column("self_signed"))
-    audit.register("eligible", eligible.select(["cid", "key", "district"]))
+    audit.con.execute(
+        f"CREATE OR REPLACE TEMP TABLE eligible AS SELECT r.cid, r.key, r.district {chosen} AND {signed}",
+        params,
+    )
     rolls = [r for r in audit.of_type("registration_roll")]
     valid = []
     for roll in rolls:
@@ -300,17 +298,16 @@ def check_roll(audit: Audit) -> None:
         audit.equivocation("REG-ROLL", valid, f"the roll of election {election.cid}")
     roll = sorted(valid, key=lambda r: (audit.proven.get(r.cid, 0), r.cid))[0]
     audit.roll = roll
-    leaves = sorted(cid_binaries(eligible.column("cid").to_pylist()))  # canonical: harvested
-    root = merkle.root(leaves)
+    root, count = merkle.root_of_stream(_eligible_leaves(audit))
     body = roll.body
-    if root != b64u_decode(body.root) or len(leaves) != body.count:
+    if root != b64u_decode(body.root) or count != body.count:
         f.fail(
             "REG-ROLL",
             roll.cid,
             f"roll {roll.cid} states {body.count:,} registrants with root {body.root}; the "
-            f"{len(leaves):,} self-signed registrants harvested give root {b64u_encode(root)}",
+            f"{count:,} self-signed registrants harvested give root {b64u_encode(root)}",
             got={"count": body.count, "root": body.root},
-            expected={"count": len(leaves), "root": b64u_encode(root)},
+            expected={"count": count, "root": b64u_encode(root)},
         )
     counts = dict(audit.rows("SELECT district, count(*) FROM eligible GROUP BY district ORDER BY district"))
     stated = dict(body.districts)
@@ -324,3 +321,33 @@ def check_roll(audit: Audit) -> None:
             got=stated,
             expected=counts,
         )
+
+
+# base32's digits in the order of their values, as characters in the same order: a
+# canonical text CID translated so sorts as its binary form (spec §2: the 5-byte prefix
+# is 8 characters exactly, so each later character is 5 bits of the digest, in order)
+_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
+_IN_VALUE_ORDER = "0123456789ABCDEFGHIJKLMNOPQRSTUV"
+
+
+def _eligible_leaves(audit: Audit) -> Iterator[list[bytes]]:
+    """The eligible registrants' binary CIDs in ascending byte order (spec §4.7, §5.3),
+    a batch at a time, sorted by DuckDB (which spills); each batch checked to continue
+    the order strictly, so a CID that is not canonical cannot slip by unsorted."""
+    # on the audit's own connection (a cursor would not see its temp tables): nothing
+    # else queries it while the leaves stream
+    relation = audit.con.sql(
+        f"SELECT cid FROM eligible ORDER BY translate(cid, '{_BASE32}', '{_IN_VALUE_ORDER}')"
+    )
+    reader = (getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch)(LEAF_BATCH)
+    last = b""
+    for batch in reader:
+        leaves = cid_binaries(batch.column(0).to_pylist())  # canonical: harvested
+        if leaves and not (last < leaves[0] and all(a < b for a, b in pairwise(leaves))):
+            raise AuditError("the eligible registrants' CIDs did not sort by their bytes")
+        if leaves:
+            last = leaves[-1]
+        yield leaves
+
+
+LEAF_BATCH = 1 << 16
