@@ -290,14 +290,13 @@ class Audit:
         two million outcomes (≈ 215 MB as Arrow), which the disputes step, the recount's
         answers and the references no longer hold beside them (D44)."""
         placeholders = ", ".join("?" for _ in types)
-        kept = arrow(
-            self.con,
-            "SELECT * FROM sig_ok WHERE NOT ok "
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE sig_kept AS SELECT * FROM sig_ok WHERE NOT ok "
             f"OR cid IN (SELECT cid FROM envelopes WHERE type IN ({placeholders}))",
             list(types),
         )
-        self.register("sig_ok", kept)  # the table it replaces is no longer referenced
-        pa.default_memory_pool().release_unused()
+        self.con.execute("DROP TABLE sig_ok")
+        self.con.execute("ALTER TABLE sig_kept RENAME TO sig_ok")
 
     def sources(self, table: str) -> list[str]:
         """The store's ``table`` as SQL sources, each a run of its Parquet parts of at most
@@ -328,6 +327,15 @@ class Audit:
 
     def register(self, name: str, table: pa.Table) -> None:
         self.con.register(name, table)
+
+    def append(self, name: str, rows: pa.Table) -> None:
+        """Add ``rows`` to the DuckDB table ``name`` (same columns, in order): what is kept
+        there, DuckDB can spill; Arrow registered with it stays in this process's memory."""
+        self.con.register("_rows", rows)
+        try:
+            self.con.execute(f"INSERT INTO {name} SELECT * FROM _rows")
+        finally:
+            self.con.unregister("_rows")
 
     def of_type(self, record_type: str, *, election: bool = True) -> list[Envelope]:
         """Parsed records of a small type; those of the audited election unless ``election`` is False."""
@@ -443,7 +451,7 @@ class Audit:
         """Every signature in the store, streamed from DuckDB a slice at a time (a million
         voters have two million signatures: their rows as Python objects would take
         gigabytes) and verified in packed batches by the runner's worker processes; the
-        outcome is registered as ``sig_ok``."""
+        outcomes go into the DuckDB table ``sig_ok``, a slice at a time."""
         total = self.rows("SELECT count(*) FROM signatures")[0][0]
         small = total <= 4 * SIG_BATCH
         # a cursor of its own: the other queries of this step must not end the stream
@@ -470,7 +478,14 @@ class Audit:
                 slices.append(part)
                 yield from part.batches
 
-        parts: list[pa.Table] = []
+        schema = pa.schema(
+            [("cid", pa.string()), ("idx", pa.int32()), ("key", pa.binary()), ("ok", pa.bool_())]
+        )
+        # a DuckDB table, which it can spill under a budget: ten million voters' twenty
+        # million outcomes would take over 2 GB as Arrow
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE sig_ok (cid VARCHAR, idx INTEGER, key BLOB, ok BOOLEAN)"
+        )
         new_keys: list[bytes] = []  # the cache keys of the signatures checked, and their outcomes
         new_results: list[bool] = []
         counts = [0, 0]  # checked, reused
@@ -486,7 +501,7 @@ class Audit:
                 new_results.extend(fresh_list)
                 counts[1] += part.found.reused
                 ok = pa.array(part.found.merge(fresh_list), pa.bool_())
-            parts.append(part.table.append_column("ok", ok))
+            self.append("sig_ok", part.table.append_column("ok", ok).cast(schema))
 
         try:
             for result in self.runner.map(task, batches(), small=small):
@@ -500,12 +515,8 @@ class Audit:
         checked, reused = counts
         if self.cache:  # one part for the run, however many slices the stream had
             self.cache.keep_signatures(Lookup([], [], new_keys), new_results)
-        schema = pa.schema(
-            [("cid", pa.string()), ("idx", pa.int32()), ("key", pa.binary()), ("ok", pa.bool_())]
-        )
-        sig_ok = pa.concat_tables([t.cast(schema) for t in parts]) if parts else schema.empty_table()
-        self.register("sig_ok", sig_ok)
-        self.signature_count = sig_ok.num_rows
+        total, good = self.rows("SELECT count(*), count(*) FILTER (WHERE ok) FROM sig_ok")[0]
+        self.signature_count = total
         placeholders = ", ".join("?" for _ in SMALL_TYPES)
         for cid, key in self.rows(
             "SELECT s.cid, s.key FROM sig_ok s JOIN envelopes e USING (cid) "
@@ -513,8 +524,7 @@ class Audit:
             list(SMALL_TYPES),
         ):
             self.valid_signers[cid].add(b64u_encode(bytes(key)))
-        total = sig_ok.num_rows
-        bad = total - (pc.sum(sig_ok.column("ok")).as_py() or 0)
+        bad = total - good
         note = reuse_note(reused, checked) if self.cache else ""
         where = self.runner.describe(small=small)
         return f"{total:,} signatures{note}, {bad:,} do not verify, {where}"

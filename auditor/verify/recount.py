@@ -430,20 +430,28 @@ def recount(audit: Audit) -> None:
         )
     context = ResultCache.recount_context(private_key, templates) if audit.cache else None
     plan = _Plan(audit, leaves, context)
-    blocks: list[Row] = []  # (block, template, leaf, members, counted): the table recount_block
-    voters: list[pa.RecordBatch] = []
-    nonces: list[pa.RecordBatch] = []
+    # what the later queries read, kept by DuckDB (which spills it under a budget), not as
+    # Arrow in this process: a row per counted block and per voter entry
+    block_rows = _Kept(audit, "recount_block", BLOCK_SCHEMA)
+    voters = _Kept(audit, "voter_entry", VOTER_SCHEMA)
+    nonces = _Kept(audit, "invalid_nonce", NONCE_SCHEMA)
+    counts = [0, 0]  # blocks, votes
     writer = AnswersWriter(audit.out)
 
     def take(part: _Batch) -> None:
         writer.write(part.votes, part.cells)
-        voters.append(part.voters)
-        nonces.append(part.nonces)
+        voters.add(part.voters)
+        nonces.add(part.nonces)
+        rows: list[Row] = []  # (block, template, leaf, members, counted)
         for block in part.blocks:
             for check, message in block.problems:
                 f.fail(check, block.cid, message)
             audit.internal_errors.extend(block.errors)
-            blocks.append((block.cid, block.template, block.leaf, block.members, block.counted))
+            rows.append((block.cid, block.template, block.leaf, block.members, block.counted))
+            counts[1] += block.members
+        counts[0] += len(rows)
+        if rows:
+            block_rows.add(record_batch(rows, BLOCK_SCHEMA))
 
     task = Task("recount", _read_batch, _init, (private_key, templates))
     small = plan.expected() <= 4 * BATCH
@@ -455,18 +463,45 @@ def recount(audit: Audit) -> None:
         writer.abort()
         raise
     writer.close(audit.con)
-    audit.register("recount_block", pa.Table.from_batches([record_batch(blocks, BLOCK_SCHEMA)]))
-    audit.recounted = len(blocks)
-    audit.details["recount"] = f"{len(blocks):,} blocks{plan.finish()}, {audit.runner.describe(small=small)}"
-    votes = sum(b[3] for b in blocks)
-    note = f"{len(blocks):,} blocks, {votes:,} votes and as many voter entries"
+    for kept in (block_rows, voters, nonces):
+        kept.flush()
+    blocks, votes = counts
+    audit.recounted = blocks
+    audit.details["recount"] = f"{blocks:,} blocks{plan.finish()}, {audit.runner.describe(small=small)}"
+    note = f"{blocks:,} blocks, {votes:,} votes and as many voter entries"
     for check in ("DEC-ENTRIES", "DEC-VOTER", "DEC-NONCE", "BAL-VALID"):
         f.checked(check, votes, note)
-    audit.register("invalid_nonce", pa.Table.from_batches(nonces, NONCE_SCHEMA))
     _check_nonces(audit)
-    audit.register("voter_entry", pa.Table.from_batches(voters, VOTER_SCHEMA))
     _check_registrants(audit)
     check_tally(audit)
+
+
+class _Kept:
+    """A DuckDB table the recount fills as the workers' answers arrive, ``KEPT_ROWS`` rows
+    an insert (an insert per batch of 64 blocks would cost more than the rows)."""
+
+    def __init__(self, audit: Audit, name: str, schema: pa.Schema) -> None:
+        self.audit, self.name, self.schema = audit, name, schema
+        self.pending: list[pa.RecordBatch] = []
+        self.size = 0
+        columns = ", ".join(f"{f.name} {_SQL_TYPES[f.type]}" for f in schema)
+        audit.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} ({columns})")
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows:
+            self.pending.append(batch)
+            self.size += batch.num_rows
+            if self.size >= KEPT_ROWS:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.audit.append(self.name, pa.Table.from_batches(self.pending, self.schema))
+        self.pending, self.size = [], 0
+
+
+KEPT_ROWS = 65_536
+_SQL_TYPES = {pa.string(): "VARCHAR", pa.binary(): "BLOB", pa.int32(): "INTEGER", pa.bool_(): "BOOLEAN"}
 
 
 def _check_nonces(audit: Audit) -> None:
