@@ -461,10 +461,12 @@ def recount(audit: Audit) -> None:
                 take(part)
     except BaseException:
         writer.abort()
+        for kept in (block_rows, voters, nonces):
+            kept.con.close()
         raise
     writer.close(audit.con)
     for kept in (block_rows, voters, nonces):
-        kept.flush()
+        kept.close()
     blocks, votes = counts
     audit.recounted = blocks
     audit.details["recount"] = f"{blocks:,} blocks{plan.finish()}, {audit.runner.describe(small=small)}"
@@ -478,14 +480,18 @@ def recount(audit: Audit) -> None:
 
 class _Kept:
     """A DuckDB table the recount fills as the workers' answers arrive, ``KEPT_ROWS`` rows
-    an insert (an insert per batch of 64 blocks would cost more than the rows)."""
+    an insert (an insert per batch of 64 blocks would cost more than the rows). It is
+    written through a cursor of its own, since the audit's connection is streaming the
+    counted blocks meanwhile (a statement on it would end that stream); so it is a table
+    of the in-memory database, which every cursor sees, not a temporary one."""
 
     def __init__(self, audit: Audit, name: str, schema: pa.Schema) -> None:
-        self.audit, self.name, self.schema = audit, name, schema
+        self.name, self.schema = name, schema
+        self.con = audit.con.cursor()
         self.pending: list[pa.RecordBatch] = []
         self.size = 0
         columns = ", ".join(f"{f.name} {_SQL_TYPES[f.type]}" for f in schema)
-        audit.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} ({columns})")
+        self.con.execute(f"CREATE OR REPLACE TABLE {name} ({columns})")
 
     def add(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows:
@@ -496,8 +502,16 @@ class _Kept:
 
     def flush(self) -> None:
         if self.pending:
-            self.audit.append(self.name, pa.Table.from_batches(self.pending, self.schema))
+            self.con.register("_rows", pa.Table.from_batches(self.pending, self.schema))
+            try:
+                self.con.execute(f"INSERT INTO {self.name} SELECT * FROM _rows")
+            finally:
+                self.con.unregister("_rows")
         self.pending, self.size = [], 0
+
+    def close(self) -> None:
+        self.flush()
+        self.con.close()
 
 
 KEPT_ROWS = 65_536
