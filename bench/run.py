@@ -223,10 +223,44 @@ def _floor_part(args: tuple[int, int]) -> float:
     return time.perf_counter() - started
 
 
-def floor(signatures: int, ciphertexts: int, voters: int, workers: int) -> float:
+def _former_floor_part(args: tuple[int, int]) -> float:
+    """The floor as measured up to session 6, for comparisons across sessions: PyNaCl's
+    wrappers around every call, and per ciphertext a separate point check before the
+    scalar multiplication (which checks the point again: D46)."""
+    from nacl.bindings import (
+        crypto_aead_xchacha20poly1305_ietf_decrypt,
+        crypto_core_ed25519_is_valid_point,
+        crypto_scalarmult_ed25519_noclamp,
+        crypto_sign,
+        crypto_sign_open,
+        crypto_sign_seed_keypair,
+    )
+
+    from auditor.crypto import ecies
+
+    signatures, ciphertexts = args
+    public, secret = crypto_sign_seed_keypair(b"\x02" * 32)
+    signed = crypto_sign(b"votetorrent/1:" + b"\x03" * 32, secret)
+    private = ecies.derive_scalar(b"floor")
+    template = "bagaaiera" + "a" * 52
+    entry = json.dumps({"answers": [{"question": "mayor", "values": ["brown"]}], "nonce": "x" * 22}).encode()
+    ciphertext = ecies.encrypt(entry, ecies.public_of(private), template, ecies.derive_scalar(b"r"))
+    r_point, sealed = ciphertext[:32], ciphertext[32:]
+    started = time.perf_counter()
+    for _ in range(signatures):
+        crypto_sign_open(signed, public)
+    for _ in range(ciphertexts):
+        crypto_core_ed25519_is_valid_point(r_point)
+        shared = crypto_scalarmult_ed25519_noclamp(private, r_point)
+        key = hashlib.sha256(b"votetorrent/1:ecies" + r_point + shared).digest()
+        crypto_aead_xchacha20poly1305_ietf_decrypt(sealed, template.encode(), b"\x00" * 24, key)
+    return time.perf_counter() - started
+
+
+def floor(signatures: int, ciphertexts: int, voters: int, workers: int, *, former: bool = False) -> float:
     """Seconds of wall time for the unavoidable libsodium work, split over ``workers``
     processes: every signature in the store, every ciphertext opened, and each voter
-    entry's signature."""
+    entry's signature (``former``: as measured up to session 6)."""
     total_sigs = signatures + voters
 
     def share(n: int, i: int) -> int:
@@ -235,7 +269,7 @@ def floor(signatures: int, ciphertexts: int, voters: int, workers: int) -> float
     parts = [(share(total_sigs, i), share(ciphertexts, i)) for i in range(workers)]
     started = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        pool.map(_floor_part, parts)
+        pool.map(_former_floor_part if former else _floor_part, parts)
     return time.perf_counter() - started
 
 
@@ -257,6 +291,12 @@ def main() -> None:
         "--cluster",
         metavar="ADDRESS",
         help="verify on the workers of this Dask scheduler (the floor still runs on this machine)",
+    )
+    parser.add_argument(
+        "--former-floor",
+        action="store_true",
+        help="also measure the floor as it was measured up to session 6 (PyNaCl's wrappers and a "
+        "second point check per ciphertext, D46), for comparisons with older figures",
     )
     parser.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -309,6 +349,13 @@ def main() -> None:
           f"{verify['ciphertexts']:,} ciphertexts, {args.workers} processes)")  # fmt: skip
     print(f"end to end {end_to_end:.1f} s = {results['ratio']}x the floor; verdict {verify['verdict']}; "
           f"{verify['voters']:,} voters counted; peak RSS {results['peakMB']:,} MB")  # fmt: skip
+    if args.former_floor:
+        results["formerFloor"] = round(
+            floor(verify["signatures"], verify["ciphertexts"], verify["voters"], args.workers, former=True), 2
+        )
+        results["formerRatio"] = round(end_to_end / results["formerFloor"], 2)
+        print(f"former floor {results['formerFloor']:.1f} s (up to session 6): "
+              f"end to end = {results['formerRatio']}x that floor")  # fmt: skip
     print("verify stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in verify["stages"].items() if v >= 0.5))
     (work / "bench.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
 
