@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from auditor.crypto.ecies import derive_scalar, encrypt, encrypt_knowing_private, public_of
+from auditor.crypto.ecies import derive_scalar, encrypt, encrypt_knowing_private, is_valid_scalar, public_of
 from auditor.crypto.ed25519 import SigningKey, sign_digest
 from auditor.model.ballot import count_vote, vote_problems
 from auditor.model.encoding import b64u_encode, cid_of, jcs
@@ -182,7 +182,7 @@ def init_worker(ctx: WorkerContext) -> None:
     _TSA = TestTsa(tsa_seed(ctx.seed))
     _TEMPLATES = [BallotTemplate.parse(body) for _, body in ctx.templates]
     private = ctx.election_private
-    if private is not None and public_of(private) == ctx.election_key:
+    if private is not None and is_valid_scalar(private) and public_of(private) == ctx.election_key:
         _ENCRYPT = partial(encrypt_knowing_private, election_private=private)
     else:
         _ENCRYPT = partial(encrypt, election_key=ctx.election_key)

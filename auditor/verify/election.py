@@ -2,7 +2,7 @@
 
 These checks decide what the later ones measure against: the effective revision (its
 timeline, keyholders, receipt key), the effective template of each district, and the
-roll of eligible voters (registered in DuckDB as the table ``eligible``).
+roll of eligible voters (kept in DuckDB as the table ``eligible``, D48).
 """
 
 from __future__ import annotations

@@ -221,7 +221,11 @@ def _run(
     for step in STEPS:
         _step(audit, step, recount, say, errors, stopped)
         if step.name == SIGNATURES_READ_BY:  # whether it ran or not
-            audit.keep_signatures(SIGNED_LATER)
+            try:
+                audit.keep_signatures(SIGNED_LATER)
+            except duckdb.OutOfMemoryException as e:
+                audit.close()
+                raise InputError(f"{e.__class__.__name__}: {_short(e)}; {_memory_advice()}") from None
             audit.release_memory()
     if not audit.findings.ran("AUTH-THRESHOLD") and audit.election is None:
         audit.findings.skip("AUTH-THRESHOLD", audit.election_note)

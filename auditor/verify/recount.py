@@ -17,7 +17,7 @@ from __future__ import annotations
 import typing
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -432,9 +432,10 @@ def recount(audit: Audit) -> None:
     plan = _Plan(audit, leaves, context)
     # what the later queries read, kept by DuckDB (which spills it under a budget), not as
     # Arrow in this process: a row per counted block and per voter entry
-    block_rows = _Kept(audit, "recount_block", BLOCK_SCHEMA)
-    voters = _Kept(audit, "voter_entry", VOTER_SCHEMA)
-    nonces = _Kept(audit, "invalid_nonce", NONCE_SCHEMA)
+    cursors = ExitStack()  # each table's cursor is closed however the recount ends
+    block_rows = cursors.enter_context(_Kept(audit, "recount_block", BLOCK_SCHEMA))
+    voters = cursors.enter_context(_Kept(audit, "voter_entry", VOTER_SCHEMA))
+    nonces = cursors.enter_context(_Kept(audit, "invalid_nonce", NONCE_SCHEMA))
     counts = [0, 0]  # blocks, votes
     writer = AnswersWriter(audit.out)
 
@@ -455,18 +456,17 @@ def recount(audit: Audit) -> None:
 
     task = Task("recount", _read_batch, _init, (private_key, templates))
     small = plan.expected() <= 4 * BATCH
-    try:
-        with _threads(audit, READ_THREADS):  # the reads of the counted blocks
-            for part in plan.merge(audit.runner.map(task, plan.todo(), small=small)):
-                take(part)
-    except BaseException:
-        writer.abort()
+    with cursors:
+        try:
+            with _threads(audit, READ_THREADS):  # the reads of the counted blocks
+                for part in plan.merge(audit.runner.map(task, plan.todo(), small=small)):
+                    take(part)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close(audit.con)
         for kept in (block_rows, voters, nonces):
-            kept.con.close()
-        raise
-    writer.close(audit.con)
-    for kept in (block_rows, voters, nonces):
-        kept.close()
+            kept.flush()
     blocks, votes = counts
     audit.recounted = blocks
     audit.details["recount"] = f"{blocks:,} blocks{plan.finish()}, {audit.runner.describe(small=small)}"
@@ -509,8 +509,10 @@ class _Kept:
                 self.con.unregister("_rows")
         self.pending, self.size = [], 0
 
-    def close(self) -> None:
-        self.flush()
+    def __enter__(self) -> _Kept:
+        return self
+
+    def __exit__(self, *_: object) -> None:
         self.con.close()
 
 
