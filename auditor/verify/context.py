@@ -87,6 +87,16 @@ def arrow(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) 
     return table
 
 
+def insert_rows(con: duckdb.DuckDBPyConnection, name: str, rows: pa.Table) -> None:
+    """Add ``rows`` to the DuckDB table ``name`` (same columns, in order): what is kept
+    there, DuckDB can spill; Arrow registered with it stays in this process's memory."""
+    con.register("_rows", rows)
+    try:
+        con.execute(f"INSERT INTO {name} SELECT * FROM _rows")
+    finally:
+        con.unregister("_rows")
+
+
 Packed = tuple[bytes, bytes, bytes]
 """A batch of signatures for a worker: their keys, signatures and record digests, each
 joined into one string (32, 64 and 32 bytes an item), so that a batch costs three
@@ -328,13 +338,8 @@ class Audit:
         self.con.register(name, table)
 
     def append(self, name: str, rows: pa.Table) -> None:
-        """Add ``rows`` to the DuckDB table ``name`` (same columns, in order): what is kept
-        there, DuckDB can spill; Arrow registered with it stays in this process's memory."""
-        self.con.register("_rows", rows)
-        try:
-            self.con.execute(f"INSERT INTO {name} SELECT * FROM _rows")
-        finally:
-            self.con.unregister("_rows")
+        """Add ``rows`` to the DuckDB table ``name`` (:func:`insert_rows`)."""
+        insert_rows(self.con, name, rows)
 
     def of_type(self, record_type: str, *, election: bool = True) -> list[Envelope]:
         """Parsed records of a small type; those of the audited election unless ``election`` is False."""

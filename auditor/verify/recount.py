@@ -42,7 +42,7 @@ from auditor.model.records import BallotTemplate
 from auditor.parallel import Task
 from auditor.verify.answers import AnswerRows, AnswersWriter, Row, record_batch
 from auditor.verify.cache import ResultCache
-from auditor.verify.context import Audit, reuse_note
+from auditor.verify.context import Audit, insert_rows, reuse_note
 from auditor.verify.reuse import cache_rows, from_cache
 from auditor.verify.tally import check_tally
 
@@ -502,11 +502,7 @@ class _Kept:
 
     def flush(self) -> None:
         if self.pending:
-            self.con.register("_rows", pa.Table.from_batches(self.pending, self.schema))
-            try:
-                self.con.execute(f"INSERT INTO {self.name} SELECT * FROM _rows")
-            finally:
-                self.con.unregister("_rows")
+            insert_rows(self.con, self.name, pa.Table.from_batches(self.pending, self.schema))
         self.pending, self.size = [], 0
 
     def __enter__(self) -> _Kept:
