@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import io
 import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +27,20 @@ __all__ = ["PdfCheck", "attached_report", "sign_pdf", "verify_pdf"]
 FIELD = "vtaudit-report"
 
 
+@contextmanager
+def _pyhanko_imports() -> Iterator[None]:
+    """pyHanko imports cryptography's DSA types, which cryptography 51 marks deprecated
+    with a warning printed at import: nothing a reader of vtaudit's output can act on
+    (vtaudit signs with ECDSA P-256 and accepts what pyHanko validates)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="DSA is deprecated")
+        yield
+
+
 def sign_pdf(pdf: bytes, key: Path, cert: Path, *, tsa_url: str | None = None) -> bytes:
-    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
-    from pyhanko.sign import fields, signers, timestamps
+    with _pyhanko_imports():
+        from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+        from pyhanko.sign import fields, signers, timestamps
 
     try:
         signer = signers.SimpleSigner.load(  # type: ignore[no-untyped-call]
@@ -91,9 +105,11 @@ def verify_pdf(data: bytes, trusted_cert: Path | None = None) -> PdfCheck:
     import hashlib
 
     from asn1crypto import x509 as asn1_x509
-    from pyhanko.pdf_utils.reader import PdfFileReader
-    from pyhanko.sign.validation import validate_pdf_signature
-    from pyhanko_certvalidator import ValidationContext
+
+    with _pyhanko_imports():
+        from pyhanko.pdf_utils.reader import PdfFileReader
+        from pyhanko.sign.validation import validate_pdf_signature
+        from pyhanko_certvalidator import ValidationContext
 
     for name in ("pyhanko", "pyhanko_certvalidator"):  # their tracebacks would drown our message
         logging.getLogger(name).setLevel(logging.CRITICAL)
