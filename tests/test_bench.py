@@ -41,3 +41,35 @@ def test_the_floor_fails_rather_than_time_failing_calls(monkeypatch: pytest.Monk
     monkeypatch.setattr("nacl._sodium.lib", Refusing())
     with pytest.raises(AssertionError, match="must open"):
         bench._floor_part((0, 3))
+
+
+def test_a_fraction_of_the_floor_is_scaled_up_and_its_start_is_paid_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bench = _bench()
+
+    class FakePool:  # the spawned pool's work, in this process: each part's loop takes 2 s
+        def __init__(self, workers: int) -> None:
+            self.parts: list[tuple[int, int]] = []
+
+        def __enter__(self) -> FakePool:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            pass
+
+        def map(self, f: object, parts: list[tuple[int, int]]) -> list[float]:
+            self.parts = parts
+            seen.append(parts)
+            return [2.0 for _ in parts]
+
+    class Context:
+        Pool = FakePool
+
+    seen: list[list[tuple[int, int]]] = []
+    monkeypatch.setattr(bench.multiprocessing, "get_context", lambda _: Context())
+    # a tenth of the operations is timed; the loops' 2 s count ten times, the rest once
+    assert bench.floor(900, 200, 100, 2, fraction=0.1) >= 2.0 * 9
+    assert seen[-1] == [(50, 10), (50, 10)]
+    assert bench.floor(900, 200, 100, 2) < 1.0  # all of them: the wall time, unscaled
+    assert seen[-1] == [(500, 100), (500, 100)]
