@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -179,6 +179,31 @@ def run_stage(name: str, work: Path, car: Path, workers: int, cluster: str | Non
 # ---------------------------------------------------------------------------- the floor
 
 
+class _FloorInputs(NamedTuple):
+    public: bytes  # a signing key's public half
+    signed: bytes  # its signature ‖ the message, as crypto_sign_open takes them
+    private: bytes  # the election's private scalar
+    aad: bytes  # a template CID's UTF-8 bytes
+    r_point: bytes  # a ciphertext's R ...
+    sealed: bytes  # ... and its AEAD part, of a vote entry encrypted to public_of(private)
+
+
+def _floor_inputs() -> _FloorInputs:
+    """What both floors verify and open, the same every time."""
+    from auditor.crypto import ecies
+    from auditor.crypto.ed25519 import SigningKey
+
+    key = SigningKey(b"\x02" * 32)
+    message = b"votetorrent/1:" + b"\x03" * 32
+    private = ecies.derive_scalar(b"floor")
+    template = "bagaaiera" + "a" * 52
+    entry = json.dumps({"answers": [{"question": "mayor", "values": ["brown"]}], "nonce": "x" * 22}).encode()
+    ciphertext = ecies.encrypt(entry, ecies.public_of(private), template, ecies.derive_scalar(b"r"))
+    return _FloorInputs(
+        key.public, key.sign(message) + message, private, template.encode(), ciphertext[:32], ciphertext[32:]
+    )
+
+
 def _floor_part(args: tuple[int, int]) -> float:
     """The libsodium calls of one worker's share, called as directly as the audit calls them
     (PyNaCl's cffi module, buffers allocated once: ``auditor/crypto/opener.py``). A
@@ -186,20 +211,8 @@ def _floor_part(args: tuple[int, int]) -> float:
     prime-order point, and one AEAD open (D46)."""
     from nacl._sodium import ffi, lib
 
-    from auditor.crypto import ecies
-    from auditor.crypto.ed25519 import SigningKey
-
     signatures, ciphertexts = args
-    key = SigningKey(b"\x02" * 32)
-    message = b"votetorrent/1:" + b"\x03" * 32
-    signed = key.sign(message) + message
-    private = ecies.derive_scalar(b"floor")
-    election_key = ecies.public_of(private)
-    template = "bagaaiera" + "a" * 52
-    aad = template.encode()
-    entry = json.dumps({"answers": [{"question": "mayor", "values": ["brown"]}], "nonce": "x" * 22}).encode()
-    ciphertext = ecies.encrypt(entry, election_key, template, ecies.derive_scalar(b"r"))
-    r_point, sealed = ciphertext[:32], ciphertext[32:]
+    public, signed, private, aad, r_point, sealed = _floor_inputs()
     shared, plain, length = (
         ffi.new("unsigned char[]", 32),
         ffi.new("unsigned char[]", 4096),
@@ -208,7 +221,7 @@ def _floor_part(args: tuple[int, int]) -> float:
     zero_nonce = bytes(24)
     started = time.perf_counter()
     for _ in range(signatures):
-        if lib.crypto_sign_open(plain, length, signed, len(signed), key.public) != 0:
+        if lib.crypto_sign_open(plain, length, signed, len(signed), public) != 0:
             raise AssertionError("the floor's signature must verify")
     for _ in range(ciphertexts):
         lib.crypto_scalarmult_ed25519_noclamp(shared, private, r_point)
@@ -231,21 +244,11 @@ def _former_floor_part(args: tuple[int, int]) -> float:
         crypto_aead_xchacha20poly1305_ietf_decrypt,
         crypto_core_ed25519_is_valid_point,
         crypto_scalarmult_ed25519_noclamp,
-        crypto_sign,
         crypto_sign_open,
-        crypto_sign_seed_keypair,
     )
 
-    from auditor.crypto import ecies
-
     signatures, ciphertexts = args
-    public, secret = crypto_sign_seed_keypair(b"\x02" * 32)
-    signed = crypto_sign(b"votetorrent/1:" + b"\x03" * 32, secret)
-    private = ecies.derive_scalar(b"floor")
-    template = "bagaaiera" + "a" * 52
-    entry = json.dumps({"answers": [{"question": "mayor", "values": ["brown"]}], "nonce": "x" * 22}).encode()
-    ciphertext = ecies.encrypt(entry, ecies.public_of(private), template, ecies.derive_scalar(b"r"))
-    r_point, sealed = ciphertext[:32], ciphertext[32:]
+    public, signed, private, aad, r_point, sealed = _floor_inputs()
     started = time.perf_counter()
     for _ in range(signatures):
         crypto_sign_open(signed, public)
@@ -253,7 +256,7 @@ def _former_floor_part(args: tuple[int, int]) -> float:
         crypto_core_ed25519_is_valid_point(r_point)
         shared = crypto_scalarmult_ed25519_noclamp(private, r_point)
         key = hashlib.sha256(b"votetorrent/1:ecies" + r_point + shared).digest()
-        crypto_aead_xchacha20poly1305_ietf_decrypt(sealed, template.encode(), b"\x00" * 24, key)
+        crypto_aead_xchacha20poly1305_ietf_decrypt(sealed, aad, b"\x00" * 24, key)
     return time.perf_counter() - started
 
 

@@ -18,9 +18,11 @@ from click.testing import CliRunner
 
 from auditor.checkids import CHECK_IDS, SEVERITY
 from auditor.cli import main
+from auditor.crypto.ed25519 import SigningKey, sign_digest
 from auditor.errors import InputError
 from auditor.harvest import ArchiveSource, harvest
 from auditor.model.encoding import b64u_encode, jcs
+from auditor.model.envelope import record_digest
 from auditor.rules import catalog
 from auditor.sim.election import SimConfig, simulate
 from auditor.sim.tampers import TAMPERS
@@ -368,25 +370,30 @@ def test_a_stray_invalid_key_release_beside_a_valid_one_changes_nothing(tmp_path
     )
 
 
-def test_registrants_after_registration_ended_belong_to_another_roll(tmp_path: Path, clean: Path) -> None:
-    from auditor.crypto.ed25519 import SigningKey, sign_digest
-    from auditor.model.envelope import record_digest
-
+def _registrant(clean: Path, key: SigningKey, signer: SigningKey, later_ms: int = 0) -> bytes:
+    """A registrant like the election's first, registering ``key``, ``later_ms`` after it,
+    signed by ``signer``."""
     registrant = _records(clean, "registrant")[0]
-    key = SigningKey.derive(b"a voter of next year's election")
     body = dict(
         registrant["body"],
         key=key.public_b64u,
-        registered=registrant["body"]["registered"] + 400 * 86_400_000,
+        registered=registrant["body"]["registered"] + later_ms,
     )  # type: ignore[call-overload, index]
-    later = {
-        "v": 1,
-        "type": "registrant",
-        "body": body,
-        "signatures": [sign_digest(key, record_digest("registrant", body))],
-        "timestamps": [],
-    }
-    result = _with_extra(tmp_path, clean, {"next-year.json": jcs(later)})
+    return jcs(
+        {
+            "v": 1,
+            "type": "registrant",
+            "body": body,
+            "signatures": [sign_digest(signer, record_digest("registrant", body))],
+            "timestamps": [],
+        }
+    )
+
+
+def test_registrants_after_registration_ended_belong_to_another_roll(tmp_path: Path, clean: Path) -> None:
+    key = SigningKey.derive(b"a voter of next year's election")
+    later = _registrant(clean, key, key, later_ms=400 * 86_400_000)
+    result = _with_extra(tmp_path, clean, {"next-year.json": later})
     outcome = {o.id: o for o in result.outcomes}["REG-ROLL"]
     assert outcome.status == "pass" and "after RE" in outcome.note
 
@@ -394,21 +401,9 @@ def test_registrants_after_registration_ended_belong_to_another_roll(tmp_path: P
 def test_a_registrant_not_signed_by_its_key_fails_the_roll_and_is_not_eligible(
     tmp_path: Path, clean: Path
 ) -> None:
-    from auditor.crypto.ed25519 import SigningKey, sign_digest
     from auditor.model.encoding import cid_of
-    from auditor.model.envelope import record_digest
 
-    registrant = _records(clean, "registrant")[0]
-    key, impostor = SigningKey.derive(b"a voter"), SigningKey.derive(b"someone else")
-    body = dict(registrant["body"], key=key.public_b64u)  # type: ignore[call-overload]
-    unsigned = {
-        "v": 1,
-        "type": "registrant",
-        "body": body,
-        "signatures": [sign_digest(impostor, record_digest("registrant", body))],
-        "timestamps": [],
-    }
-    raw = jcs(unsigned)
+    raw = _registrant(clean, SigningKey.derive(b"a voter"), SigningKey.derive(b"someone else"))
     result = _with_extra(tmp_path, clean, {"unsigned.json": raw})
     roll = [f for f in result.findings if f.check == "REG-ROLL"]
     # the roll's root and counts still hold: the unsigned registrant is not eligible

@@ -87,6 +87,16 @@ def arrow(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) 
     return table
 
 
+_SQL_TYPES = {pa.string(): "VARCHAR", pa.binary(): "BLOB", pa.int32(): "INTEGER", pa.bool_(): "BOOLEAN"}
+
+
+def create_table(con: duckdb.DuckDBPyConnection, name: str, schema: pa.Schema, *, temporary: bool) -> None:
+    """An empty DuckDB table ``name`` with the columns of ``schema``, in place of any
+    table of that name, for :func:`insert_rows` to fill."""
+    columns = ", ".join(f"{f.name} {_SQL_TYPES[f.type]}" for f in schema)
+    con.execute(f"CREATE OR REPLACE {'TEMP ' if temporary else ''}TABLE {name} ({columns})")
+
+
 def insert_rows(con: duckdb.DuckDBPyConnection, name: str, rows: pa.Table) -> None:
     """Add ``rows`` to the DuckDB table ``name`` (same columns, in order): what is kept
     there, DuckDB can spill; Arrow registered with it stays in this process's memory."""
@@ -337,10 +347,6 @@ class Audit:
     def register(self, name: str, table: pa.Table) -> None:
         self.con.register(name, table)
 
-    def append(self, name: str, rows: pa.Table) -> None:
-        """Add ``rows`` to the DuckDB table ``name`` (:func:`insert_rows`)."""
-        insert_rows(self.con, name, rows)
-
     def of_type(self, record_type: str, *, election: bool = True) -> list[Envelope]:
         """Parsed records of a small type; those of the audited election unless ``election`` is False."""
         records = self.by_type.get(record_type, [])
@@ -487,9 +493,7 @@ class Audit:
         )
         # a DuckDB table, which it can spill under a budget: ten million voters' twenty
         # million outcomes would take over 2 GB as Arrow
-        self.con.execute(
-            "CREATE OR REPLACE TEMP TABLE sig_ok (cid VARCHAR, idx INTEGER, key BLOB, ok BOOLEAN)"
-        )
+        create_table(self.con, "sig_ok", schema, temporary=True)
         new_keys: list[bytes] = []  # the cache keys of the signatures checked, and their outcomes
         new_results: list[bool] = []
         counts = [0, 0]  # checked, reused
@@ -505,7 +509,7 @@ class Audit:
                 new_results.extend(fresh_list)
                 counts[1] += part.found.reused
                 ok = pa.array(part.found.merge(fresh_list), pa.bool_())
-            self.append("sig_ok", part.table.append_column("ok", ok).cast(schema))
+            insert_rows(self.con, "sig_ok", part.table.append_column("ok", ok).cast(schema))
 
         try:
             for result in self.runner.map(task, batches(), small=small):

@@ -254,12 +254,9 @@ def check_roll(audit: Audit) -> None:
     for (cid,) in audit.rows(f"SELECT r.cid {chosen} AND NOT {signed} ORDER BY r.cid", params):
         f.fail("REG-ROLL", cid, f"registrant {cid} is not validly signed by the key it registers")
     for key, group in audit.rows(
-        """
-        SELECT key, list(cid ORDER BY cid) FROM registrant
-        WHERE registrationAuthority = ? AND epoch_ms(registered) <= ?
-        GROUP BY key HAVING count(*) > 1 ORDER BY key
-        """,
-        [authority, registration_end],
+        f"SELECT r.key, list(r.cid ORDER BY r.cid) {chosen} "
+        "GROUP BY r.key HAVING count(*) > 1 ORDER BY r.key",
+        params,
     ):
         f.fail(
             "REG-ROLL",

@@ -92,6 +92,12 @@ def _memory_advice() -> str:
     )
 
 
+def _out_of_memory(audit: Audit, e: duckdb.OutOfMemoryException) -> InputError:
+    """Work outside a step ran out of DuckDB's budget: the audit cannot go on (exit 2)."""
+    audit.close()
+    return InputError(f"{e.__class__.__name__}: {_short(e)}; {_memory_advice()}")
+
+
 def _short(e: Exception) -> str:
     return str(e).split("\n", 1)[0]
 
@@ -213,8 +219,7 @@ def _run(
     try:
         audit.open()
     except duckdb.OutOfMemoryException as e:
-        audit.close()
-        raise InputError(f"{e.__class__.__name__}: {_short(e)}; {_memory_advice()}") from None
+        raise _out_of_memory(audit, e) from None
     audit.con.execute("CREATE OR REPLACE TEMP TABLE counted (cid VARCHAR)")
     errors: list[str] = []
     stopped: set[str] = set()
@@ -224,8 +229,7 @@ def _run(
             try:
                 audit.keep_signatures(SIGNED_LATER)
             except duckdb.OutOfMemoryException as e:
-                audit.close()
-                raise InputError(f"{e.__class__.__name__}: {_short(e)}; {_memory_advice()}") from None
+                raise _out_of_memory(audit, e) from None
             audit.release_memory()
     if not audit.findings.ran("AUTH-THRESHOLD") and audit.election is None:
         audit.findings.skip("AUTH-THRESHOLD", audit.election_note)

@@ -42,7 +42,7 @@ from auditor.model.records import BallotTemplate
 from auditor.parallel import Task
 from auditor.verify.answers import AnswerRows, AnswersWriter, Row, record_batch
 from auditor.verify.cache import ResultCache
-from auditor.verify.context import Audit, insert_rows, reuse_note
+from auditor.verify.context import Audit, create_table, insert_rows, reuse_note
 from auditor.verify.reuse import cache_rows, from_cache
 from auditor.verify.tally import check_tally
 
@@ -490,8 +490,7 @@ class _Kept:
         self.con = audit.con.cursor()
         self.pending: list[pa.RecordBatch] = []
         self.size = 0
-        columns = ", ".join(f"{f.name} {_SQL_TYPES[f.type]}" for f in schema)
-        self.con.execute(f"CREATE OR REPLACE TABLE {name} ({columns})")
+        create_table(self.con, name, schema, temporary=False)  # a cursor sees no temporary table
 
     def add(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows:
@@ -513,7 +512,6 @@ class _Kept:
 
 
 KEPT_ROWS = 65_536
-_SQL_TYPES = {pa.string(): "VARCHAR", pa.binary(): "BLOB", pa.int32(): "INTEGER", pa.bool_(): "BOOLEAN"}
 
 
 def _check_nonces(audit: Audit) -> None:
