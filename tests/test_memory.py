@@ -388,3 +388,20 @@ def test_the_roll_is_checked_from_a_table_duckdb_can_spill(
             merkle.root_of_stream(election._eligible_leaves(audit))
     finally:
         audit.close()
+
+
+def test_running_out_of_memory_narrowing_sig_ok_is_an_input_error_with_advice(
+    clean: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """keep_signatures runs between steps: DuckDB's budget running out there stops the
+    audit with the memory advice (exit 2), as it does when the audit opens."""
+    import duckdb
+
+    from auditor.errors import InputError
+
+    def out_of_memory(audit: Audit, types: tuple[str, ...]) -> None:
+        raise duckdb.OutOfMemoryException("Out of Memory Error: failed to allocate 64 MiB")
+
+    monkeypatch.setattr(Audit, "keep_signatures", out_of_memory)
+    with pytest.raises(InputError, match="VTAUDIT_DUCKDB_MEMORY"):
+        verify_store(_store(clean, tmp_path), load_trust(clean / "trust.toml"), workers=1, recount=False)

@@ -419,3 +419,29 @@ def test_tampering_does_what_it_says(name: str, sims: Callable[[str | None], Pat
 def test_unknown_tamper_is_refused(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="--list-tampers"):
         simulate(SimConfig(voters=50, tamper="no-such-tamper"), tmp_path / "x")
+
+
+@pytest.mark.parametrize(
+    "private, fixed_base",
+    [
+        ((7).to_bytes(32, "little"), True),  # k·B is the election key: fixed-base encryption
+        ((8).to_bytes(32, "little"), False),  # another key's scalar: encrypt to the key itself
+        (bytes(32), False),  # zero, no scalar at all
+        (None, False),
+    ],
+)
+def test_a_worker_encrypts_with_the_private_key_only_when_it_is_the_election_keys(
+    private: bytes | None, fixed_base: bool
+) -> None:
+    """D47: a worker given k encrypts with S = (r·k)·B only when k·B is its election key;
+    either way the entries open with the election's private key."""
+    from auditor.crypto.ecies import encrypt_knowing_private
+    from auditor.sim import blocks
+
+    key = (7).to_bytes(32, "little")
+    ctx = blocks.WorkerContext(1, "e", public_of(key), (), (), election_private=private)
+    blocks.init_worker(ctx)
+    assert blocks._ENCRYPT is not None
+    assert (blocks._ENCRYPT.func is encrypt_knowing_private) is fixed_base  # type: ignore[attr-defined]
+    ciphertext = blocks._ENCRYPT(plaintext=b"entry", template_cid="t", ephemeral=(3).to_bytes(32, "little"))
+    assert decrypt(ciphertext, key, "t") == b"entry"
