@@ -45,10 +45,18 @@ from auditor.model.encoding import (
     cid_from_binary,
     cid_of,
     cid_to_binary,
+    is_cid_text,
     jcs,
     parse_json,
 )
-from auditor.model.entries import VoteEntry, VoterEntry, accept_vote_entry, accept_voter_entry
+from auditor.model.entries import (
+    VoteEntry,
+    VoteReader,
+    VoterEntry,
+    accept_vote_entry,
+    accept_voter_entry,
+    read_voter_entry,
+)
 from auditor.model.envelope import Envelope, parse_envelope
 from auditor.model.histogram import add, histogram, zero
 from auditor.model.records import BallotTemplate
@@ -330,7 +338,34 @@ def entry_agrees(data: bytes, templates: list[BallotTemplate]) -> bool:
         if isinstance(strict, VoteEntry):
             for template in templates:
                 assert valid_vote_check(template)(strict) == (not vote_problems(template, strict))
+    return _bytes_agree(data, value) or took
+
+
+def _bytes_agree(data: bytes, value: Any) -> bool:
+    """Assert that the byte readers (read_voter_entry, VoteReader.read, D49) only return
+    what the accept-only parsers return for canonical_value's value (so what the strict
+    parser returns); True if one of them took ``data``."""
+    took = False
+    voter = read_voter_entry(data)
+    if voter is not None:
+        entry, key, signature = voter
+        assert entry == accept_voter_entry(value) is not None, f"read {entry!r} from bytes the parsers refuse"
+        assert key == b64u_decode(entry.key, length=32)
+        assert signature == b64u_decode(entry.signature, length=64)
+        took = True
+    named = value.get("template") if isinstance(value, dict) else None
+    for template in {TEMPLATE_CID, *([named] if is_cid_text(named) else [])}:
+        reader = VoteReader(template)
+        for _ in range(2):  # the second read takes the answers it remembered
+            vote = reader.read(data)
+            if vote is not None:
+                assert vote == accept_vote_entry(value) is not None, f"read {vote!r} from bytes the parsers refuse"
+                assert vote.template == template
+                took = True
     return took
+
+
+TEMPLATE_CID = "bagaaiera" + "a" * 52  # a canonical CID for VoteReader, whatever the entry names
 
 
 def _entry(c: Corpus, data: bytes) -> str:

@@ -4,6 +4,9 @@
   the same plaintexts, the same errors with the same words.
 - ``accept_vote_entry`` / ``accept_voter_entry`` only ever accept: what they take, the
   strict parser takes as the same value; they take the entries of a real election.
+- The byte readers (``read_voter_entry``, ``VoteReader``, D49) only return what the
+  accept-only parsers return for the same bytes (``tests.fuzzing.entry_agrees`` checks
+  it on every entry below); they take a real election's entries.
 - ``valid_vote_check(template)`` is True exactly when ``vote_problems`` is empty.
 - ``voter_entry_digest`` writes out the JCS bytes that ``jcs`` makes.
 """
@@ -25,14 +28,18 @@ from auditor.crypto.ed25519 import SigningKey, verify
 from auditor.crypto.opener import Opener
 from auditor.errors import CryptoError
 from auditor.model.ballot import valid_vote_check, vote_problems
-from auditor.model.encoding import jcs, sha256
+from auditor.model.encoding import b64u_decode, canonical_value, jcs, sha256
 from auditor.model.entries import (
+    _MAX_PIECES,
     VoteEntry,
+    VoteReader,
     VoterEntry,
     accept_vote_entry,
     accept_voter_entry,
+    read_voter_entry,
     voter_entry_digest,
 )
+from auditor.verify.recount import parse_entry
 from tests.fuzzing import Corpus, build_corpus, entry_agrees, mutate
 from tests.test_ballot import CID, FULL, INVALID, NONCE, TEMPLATE, VALID
 
@@ -273,6 +280,8 @@ ACCEPTED = {
     "negative score": _answers({"parks": -(2**53) + 1}),
     "a voter entry": _voter(),
     "a voter entry with a real-looking key": _voter(key="Ab-_" * 10 + "AbE", signature="z9" * 42 + "zw"),
+    "a text holding the byte reader's separator": _answers('x},{"question":"mayor","values":"y'),
+    "answers that look like the frame": _vote(answers=[{"question": "nonce", "values": '],"nonce":"'}]),
 }
 
 
@@ -308,6 +317,88 @@ def test_any_values_in_an_answer_agree(values: Any) -> None:
     except orjson.JSONEncodeError:
         return
     entry_agrees(data, [TEMPLATE])
+
+
+def _sorted(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def test_the_byte_readers_take_a_real_elections_entries(corpus: Corpus) -> None:
+    readers: dict[str, VoteReader] = {}
+    votes = voters = 0
+    for data in corpus.entries:
+        value = canonical_value(data)
+        if accept_voter_entry(value) is not None:
+            assert read_voter_entry(data) is not None
+            voters += 1
+        vote = accept_vote_entry(value)
+        if vote is not None:
+            reader = readers.setdefault(vote.template, VoteReader(vote.template))
+            assert reader.read(data) == vote
+            votes += 1
+    assert votes > 40 and voters > 40
+
+
+def test_the_vote_reader_is_unsure_of_what_it_cannot_tell_from_the_bytes() -> None:
+    reader = VoteReader(CID)
+    good = _sorted(_vote())
+    assert reader.read(good) == accept_vote_entry(_vote())
+    other = "bagaaiera" + "q" * 52
+    unsure = {
+        "another template": _sorted(_vote(template=other)),
+        "not canonical": json.dumps(_vote(), sort_keys=True, indent=1).encode(),
+        "a nonce of 17 bytes": _sorted(_vote(nonce="A" * 23)),
+        "a nonce not canonical": _sorted(_vote(nonce="A" * 21 + "B")),
+        "a separator inside a text": _sorted(_answers('x},{"question":"mayor","values":"y')),
+        "an answer with an extra member": _sorted(_vote(answers=[{"question": "mayor", "values": [], "x": 1}])),
+        "a float score": _sorted(_answers({"parks": 1.5})),
+        "too many answers": _sorted(_vote(answers=[{"question": "q", "values": "x"}] * 257)),
+        "truncated": good[:-1],
+        "the frame alone": b'{"answers":[],"nonce":"',
+        "empty": b"",
+    }
+    for label, data in unsure.items():
+        assert reader.read(data) is None, label
+        assert reader.read(data) is None, f"{label}, read again"
+    assert VoteReader(other).read(unsure["another template"]) is not None
+    # what it is unsure of, the parser words or accepts: the reader's answer stands apart
+    assert parse_entry(unsure["a separator inside a text"], VoteEntry) == VoteEntry.parse(
+        _answers('x},{"question":"mayor","values":"y'), "entry"
+    )
+    assert reader.read(_sorted(_vote(answers=[]))) == VoteEntry(CID, NONCE, ())
+
+
+def test_the_vote_reader_remembers_answers_up_to_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    reader = VoteReader(CID)
+    first = reader.read(_sorted(_answers(["alice"])))
+    again = reader.read(_sorted(_vote(nonce="B" * 21 + "A", answers=[{"question": "mayor", "values": ["alice"]}])))
+    assert first is not None and again is not None
+    assert again.answers[0] is first.answers[0]  # checked once, then remembered
+    assert reader.read(_sorted(_answers({"parks": 2**53}))) is None
+    assert None in reader._pieces.values()  # a refused piece is remembered as refused
+    monkeypatch.setattr("auditor.model.entries._MAX_PIECES", len(reader._pieces))
+    assert reader.read(_sorted(_answers(["bob"]))) == accept_vote_entry(_answers(["bob"]))
+    assert b'"question":"mayor","values":["bob"]' not in reader._pieces  # full: read, not kept
+    assert _MAX_PIECES >= 4096
+
+
+def test_the_voter_reader_decodes_what_it_read() -> None:
+    key, signature = "Ab-_" * 10 + "AbE", "z9" * 42 + "zw"
+    entry, key_bytes, signature_bytes = read_voter_entry(_sorted(_voter(key=key, signature=signature))) or (
+        None,
+        b"",
+        b"",
+    )
+    assert entry == VoterEntry(CID, CID, key, signature)
+    assert (key_bytes, signature_bytes) == (b64u_decode(key, length=32), b64u_decode(signature, length=64))
+    for refused in (
+        _voter(key="A" * 42 + "B"),
+        _voter(signature="A" * 85 + "B"),
+        _voter(registrant=CID[:-1] + "b"),
+        _voter(nonce=NONCE),
+    ):
+        assert read_voter_entry(_sorted(refused)) is None
+    assert read_voter_entry(json.dumps(_voter()).encode()) is None  # not sorted
 
 
 # ---------------------------------------------------------------------------- the ballot check

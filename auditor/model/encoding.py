@@ -57,6 +57,8 @@ CID_PREFIX = bytes([0x01, 0x80, 0x04, 0x12, 0x20])
 CID_BINARY_LEN = 37
 CID_TEXT_LEN = 61
 _CID_TEXT = re.compile(r"^bagaaiera[a-z2-7]{52}$")
+# A canonical text CID in one pattern (what is_cid_text accepts), for patterns over bytes
+CID_CANONICAL = "bagaaiera[a-z2-7]{51}[aq]"
 _B64U = re.compile(r"^[A-Za-z0-9_-]*$")
 B64U_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 B64U_CLASS = "A-Za-z0-9_-"  # the alphabet as a pattern's character class
@@ -111,6 +113,12 @@ def b64u_decode(text: str, *, length: int | None = None, what: str = "b64u") -> 
     if length is not None and len(raw) != length:
         raise EncodingError(what, f"{len(raw)} bytes", f"{length} bytes")
     return raw
+
+
+def b64u_bytes(text: bytes) -> bytes:
+    """Decode base64url ASCII bytes that a :func:`b64u_pattern` already matched (so valid
+    and canonical: nothing is checked again)."""
+    return binascii.a2b_base64(text.translate(_TO_STANDARD) + b"=" * (-len(text) % 4))
 
 
 # ---------------------------------------------------------------------------- JSON

@@ -36,7 +36,14 @@ from auditor.model.encoding import (
     jcs,
     parse_json,
 )
-from auditor.model.entries import VoteEntry, VoterEntry, accept_vote_entry, accept_voter_entry
+from auditor.model.entries import (
+    VoteEntry,
+    VoteReader,
+    VoterEntry,
+    accept_vote_entry,
+    accept_voter_entry,
+    read_voter_entry,
+)
 from auditor.model.envelope import signed_message
 from auditor.model.records import BallotTemplate
 from auditor.parallel import Task
@@ -121,6 +128,7 @@ class _Template:
     aad: bytes  # the template CID's UTF-8 bytes, the AEAD's associated data (spec §5.2)
     kinds: Mapping[str, str]  # question code -> type, for the answers rows
     valid: Callable[[VoteEntry], bool]  # ballot.valid_vote_check: True only for a valid vote
+    reader: VoteReader  # reads the canonical vote entries that name this template (D49)
 
 
 def _init(private_key: bytes, templates: dict[str, bytes]) -> None:
@@ -129,7 +137,9 @@ def _init(private_key: bytes, templates: dict[str, bytes]) -> None:
     for cid, raw in templates.items():
         body = BallotTemplate.parse(parse_json(raw), "template")
         kinds = {q.code: q.type for q in body.questions}
-        _STATE["templates"][cid] = _Template(body, cid.encode("utf-8"), kinds, valid_vote_check(body))
+        _STATE["templates"][cid] = _Template(
+            body, cid.encode("utf-8"), kinds, valid_vote_check(body), VoteReader(cid)
+        )
 
 
 def _read_batch(batch: Sequence[Item]) -> _Batch:
@@ -174,12 +184,17 @@ def _read_block(
         return out
     out.counted = True
     opener: Opener = _STATE["opener"]
-    template, aad, kinds, valid = state.body, state.aad, state.kinds, state.valid
+    template, aad, kinds, valid, reader = state.body, state.aad, state.kinds, state.valid, state.reader
     for i, ciphertext in enumerate(votes):
-        # it decrypts but is no vote: BAL-VALID (§6)
-        vote = _open(out, opener, ciphertext, aad, cid, "votes", i, VoteEntry, "BAL-VALID")
-        if vote is None:
+        plaintext = _decrypt(out, opener, ciphertext, aad, cid, "votes", i)
+        if plaintext is None:
             continue
+        vote = reader.read(plaintext)  # canonical and naming the block's template: the bytes tell
+        if vote is None:
+            # it decrypts but is no vote: BAL-VALID (§6)
+            vote = _parse(out, plaintext, cid, "votes", i, VoteEntry, "BAL-VALID")
+            if vote is None:
+                continue
         if vote.template == template_cid and valid(vote):
             rows.answers.add(template_cid, cid, leaf, i, vote, kinds)
             continue
@@ -196,13 +211,21 @@ def _read_block(
         rows.answers.add(template_cid, cid, leaf, i, vote, kinds)
     seen_keys = []  # the voter entries' keys, decoded (b64u text and bytes correspond one to one)
     for i, ciphertext in enumerate(voters):
-        voter = _open(out, opener, ciphertext, aad, cid, "voters", i, VoterEntry, "DEC-VOTER")
-        if voter is None:
+        plaintext = _decrypt(out, opener, ciphertext, aad, cid, "voters", i)
+        if plaintext is None:
             continue
-        # both parsers checked key and signature: b64u of 32 and 64 bytes
-        key = b64u_decode(voter.key, length=32)
+        fast = read_voter_entry(plaintext)
+        if fast is not None:
+            voter, key, signature = fast
+        else:
+            parsed = _parse(out, plaintext, cid, "voters", i, VoterEntry, "DEC-VOTER")
+            if parsed is None:
+                continue
+            voter = parsed
+            # the parser checked key and signature: b64u of 32 and 64 bytes
+            key = b64u_decode(voter.key, length=32)
+            signature = b64u_decode(voter.signature, length=64)
         seen_keys.append(key)
-        signature = b64u_decode(voter.signature, length=64)
         if not opener.verify(key, signature, signed_message(voter.digest)):
             out.problems.append(
                 (
@@ -255,25 +278,22 @@ def parse_entry(plaintext: bytes, entry: type[E]) -> E:
     return entry.parse(parse_json(plaintext, what="entry"), "entry")
 
 
-def _open(
-    out: BlockResult,
-    opener: Opener,
-    ciphertext: bytes,
-    aad: bytes,
-    cid: str,
-    where: str,
-    i: int,
-    entry: type[E],
-    check: str,
-) -> E | None:
-    """The decrypted ``entry`` (block ``cid``'s ``where[i]``); a ciphertext that does not
-    open is DEC-ENTRIES, a plaintext that is not a well-formed entry of that kind is
-    ``check`` (BAL-VALID or DEC-VOTER, D28)."""
+def _decrypt(
+    out: BlockResult, opener: Opener, ciphertext: bytes, aad: bytes, cid: str, where: str, i: int
+) -> bytes | None:
+    """The plaintext of block ``cid``'s ``where[i]``; one that does not open is DEC-ENTRIES."""
     try:
-        plaintext = opener.open(ciphertext, aad)
+        return opener.open(ciphertext, aad)
     except AuditError as e:
         out.problems.append(("DEC-ENTRIES", f"block {cid}, {where}[{i}] does not decrypt: {e}"))
         return None
+
+
+def _parse(
+    out: BlockResult, plaintext: bytes, cid: str, where: str, i: int, entry: type[E], check: str
+) -> E | None:
+    """The ``entry`` decrypted from block ``cid``'s ``where[i]``; a plaintext that is not a
+    well-formed entry of that kind is ``check`` (BAL-VALID or DEC-VOTER, D28)."""
     try:
         return parse_entry(plaintext, entry)
     except AuditError as e:
