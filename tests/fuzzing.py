@@ -359,7 +359,9 @@ def _bytes_agree(data: bytes, value: Any) -> bool:
         for _ in range(2):  # the second read takes the answers it remembered
             vote = reader.read(data)
             if vote is not None:
-                assert vote == accept_vote_entry(value) is not None, f"read {vote!r} from bytes the parsers refuse"
+                assert vote == accept_vote_entry(value) is not None, (
+                    f"read {vote!r} from bytes the parsers refuse"
+                )
                 assert vote.template == template
                 took = True
     return took

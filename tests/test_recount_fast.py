@@ -350,7 +350,9 @@ def test_the_vote_reader_is_unsure_of_what_it_cannot_tell_from_the_bytes() -> No
         "a nonce of 17 bytes": _sorted(_vote(nonce="A" * 23)),
         "a nonce not canonical": _sorted(_vote(nonce="A" * 21 + "B")),
         "a separator inside a text": _sorted(_answers('x},{"question":"mayor","values":"y')),
-        "an answer with an extra member": _sorted(_vote(answers=[{"question": "mayor", "values": [], "x": 1}])),
+        "an answer with an extra member": _sorted(
+            _vote(answers=[{"question": "mayor", "values": [], "x": 1}])
+        ),
         "a float score": _sorted(_answers({"parks": 1.5})),
         "too many answers": _sorted(_vote(answers=[{"question": "q", "values": "x"}] * 257)),
         "truncated": good[:-1],
@@ -371,7 +373,9 @@ def test_the_vote_reader_is_unsure_of_what_it_cannot_tell_from_the_bytes() -> No
 def test_the_vote_reader_remembers_answers_up_to_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     reader = VoteReader(CID)
     first = reader.read(_sorted(_answers(["alice"])))
-    again = reader.read(_sorted(_vote(nonce="B" * 21 + "A", answers=[{"question": "mayor", "values": ["alice"]}])))
+    again = reader.read(
+        _sorted(_vote(nonce="B" * 21 + "A", answers=[{"question": "mayor", "values": ["alice"]}]))
+    )
     assert first is not None and again is not None
     assert again.answers[0] is first.answers[0]  # checked once, then remembered
     assert reader.read(_sorted(_answers({"parks": 2**53}))) is None

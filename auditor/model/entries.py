@@ -38,11 +38,11 @@ from auditor.model.schema import (
 __all__ = [
     "Answer",
     "VoteEntry",
+    "VoteReader",
     "VoterEntry",
     "accept_vote_entry",
     "accept_voter_entry",
     "read_voter_entry",
-    "VoteReader",
     "voter_entry_digest",
 ]
 
@@ -221,7 +221,9 @@ def read_voter_entry(plaintext: bytes) -> tuple[VoterEntry, bytes, bytes] | None
     if match is None:
         return None
     key, registrant, signature, template = match.groups()
-    entry = VoterEntry(template.decode("ascii"), registrant.decode("ascii"), key.decode("ascii"), signature.decode("ascii"))
+    entry = VoterEntry(
+        template.decode("ascii"), registrant.decode("ascii"), key.decode("ascii"), signature.decode("ascii")
+    )
     return entry, b64u_bytes(key), b64u_bytes(signature)
 
 

@@ -68,6 +68,7 @@ SMALL_TYPES = (
 SIG_BATCH = 4096
 SIG_STREAM = 1 << 18  # signatures read from DuckDB at a time
 TOKEN_BATCH = 256
+TOKEN_STREAM = 1 << 16  # timestamp tokens read from DuckDB at a time
 SOURCE_BYTES = 96 << 20  # Parquet bytes of a table read by one query of a step that reads in runs
 RELEASE_SLACK = 16 << 20  # bytes DuckDB may keep above what it uses when memory is released
 
@@ -566,16 +567,11 @@ class Audit:
         return certs
 
     def _verify_tokens(self) -> str:
-        table = arrow(
-            self.con,
-            "SELECT t.cid, t.idx, t.token, e.digest, e.type FROM timestamps t JOIN envelopes e USING (cid)",
-        )
-        cids = table.column("cid").to_pylist()
-        idxs = table.column("idx").to_pylist()
-        types = table.column("type").to_pylist()
-        pairs = list(zip(table.column("token").to_pylist(), self._digests(table).to_pylist(), strict=True))
+        """Every timestamp token, streamed from DuckDB TOKEN_STREAM at a time (ten million
+        voters' tokens take some 700 MB as Python bytes) and verified by the runner's
+        workers; each token's outcome becomes findings and a row of ``token_ok``, each
+        record's latest valid genTime its row of ``proven``."""
         certs, roots = self.tsa_certificates(), (self.trust.tsa_roots if self.trust else ())
-        fresh: list[TokenResult] = []
         if self.election is None:
             self.findings.skip("TSA-TOKEN", "no election record lists the timestamp authorities")
             self.findings.skip("TSA-IMPRINT", "no election record lists the timestamp authorities")
@@ -586,19 +582,72 @@ class Audit:
                 empty.append_column("ok", pa.array([], pa.bool_())).rename_columns(["cid", "gen_time", "ok"]),
             )
             return "skipped: no election"
+        total = self.rows("SELECT count(*) FROM timestamps")[0][0]
+        small = total <= 4 * TOKEN_BATCH
         context = ResultCache.token_context(certs, roots)
-        found: Lookup[tuple[bytes, bytes], TokenResult] = (
-            self.cache.tokens(context, pairs) if self.cache else Lookup.nothing(pairs)
-        )
-        todo = found.todo
         task = Task("tokens", _token_batch, _init_tokens, (certs, roots))
-        small = len(todo) <= 4 * TOKEN_BATCH
-        for part in self.runner.map(task, _chunks(todo, TOKEN_BATCH), small=small):
-            fresh.extend(part)
-        results = found.merge(fresh)
-        if self.cache:
-            self.cache.keep_tokens(found, fresh)
         proven: dict[str, int] = {}
+        outcomes: list[pa.Table] = []  # token_ok, a slice at a time
+        counts = [0, 0]  # tokens, reused from the cache
+        # a cursor of its own: the findings' bookkeeping must not end the stream
+        stream = self.con.cursor()
+        relation = stream.sql(
+            "SELECT t.cid, t.idx, t.token, e.digest, e.type FROM timestamps t JOIN envelopes e USING (cid)"
+        )
+        reader = (getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch)(TOKEN_STREAM)
+        try:
+            for batch in reader:
+                table = pa.Table.from_batches([batch])
+                cids = table.column("cid").to_pylist()
+                idxs = table.column("idx").to_pylist()
+                types = table.column("type").to_pylist()
+                pairs = list(
+                    zip(table.column("token").to_pylist(), self._digests(table).to_pylist(), strict=True)
+                )
+                del table
+                found: Lookup[tuple[bytes, bytes], TokenResult] = (
+                    self.cache.tokens(context, pairs) if self.cache else Lookup.nothing(pairs)
+                )
+                del pairs
+                fresh: list[TokenResult] = []
+                for part in self.runner.map(task, _chunks(found.todo, TOKEN_BATCH), small=small):
+                    fresh.extend(part)
+                results = found.merge(fresh)
+                if self.cache:
+                    self.cache.keep_tokens(found, fresh)
+                counts[0] += len(results)
+                counts[1] += found.reused
+                outcomes.append(self._token_outcomes(cids, idxs, types, results, proven))
+        finally:
+            stream.close()
+        self.proven = proven
+        tokens, reused = counts
+        self.findings.checked("TSA-TOKEN", tokens, f"{tokens:,} tokens")
+        self.findings.checked("TSA-IMPRINT", tokens, f"{tokens:,} tokens")
+        schema = pa.schema(
+            [("cid", pa.string()), ("idx", pa.int32()), ("gen_time", pa.int64()), ("ok", pa.bool_())]
+        )
+        self.register("token_ok", pa.concat_tables([schema.empty_table(), *outcomes]).combine_chunks())
+        self.register(
+            "proven",
+            pa.table(
+                {"cid": pa.array(list(proven), pa.string()), "t": pa.array(list(proven.values()), pa.int64())}
+            ),
+        )
+        note = reuse_note(reused, tokens - reused) if self.cache else ""
+        where = self.runner.describe(small=small)
+        return f"{tokens:,} tokens{note}, {len(certs)} listed TSA certificates, {where}"
+
+    def _token_outcomes(
+        self,
+        cids: list[str],
+        idxs: list[int],
+        types: list[str],
+        results: list[TokenResult],
+        proven: dict[str, int],
+    ) -> pa.Table:
+        """The findings of a slice of tokens, their rows of ``token_ok``; ``proven`` takes
+        each record's latest valid genTime."""
         good: list[bool] = []
         for cid, idx, record_type, (gen_time, token_problems, imprint_problems) in zip(
             cids, idxs, types, results, strict=True
@@ -613,29 +662,14 @@ class Audit:
             good.append(valid)
             if valid and gen_time is not None:
                 proven[cid] = max(proven.get(cid, gen_time), gen_time)
-        self.proven = proven
-        self.findings.checked("TSA-TOKEN", len(results), f"{len(results):,} tokens")
-        self.findings.checked("TSA-IMPRINT", len(results), f"{len(results):,} tokens")
-        self.register(
-            "token_ok",
-            pa.table(
-                {
-                    "cid": pa.array(cids, pa.string()),
-                    "idx": pa.array(idxs, pa.int32()),
-                    "gen_time": pa.array([r[0] for r in results], pa.int64()),
-                    "ok": pa.array(good, pa.bool_()),
-                }
-            ),
+        return pa.table(
+            {
+                "cid": pa.array(cids, pa.string()),
+                "idx": pa.array(idxs, pa.int32()),
+                "gen_time": pa.array([r[0] for r in results], pa.int64()),
+                "ok": pa.array(good, pa.bool_()),
+            }
         )
-        self.register(
-            "proven",
-            pa.table(
-                {"cid": pa.array(list(proven), pa.string()), "t": pa.array(list(proven.values()), pa.int64())}
-            ),
-        )
-        reused = reuse_note(found.reused, len(todo)) if self.cache else ""
-        where = self.runner.describe(small=small)
-        return f"{len(results):,} tokens{reused}, {len(certs)} listed TSA certificates, {where}"
 
     # ------------------------------------------------------------------ shared judgements
 
