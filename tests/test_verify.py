@@ -388,6 +388,20 @@ def test_a_stray_invalid_key_release_beside_a_valid_one_changes_nothing(tmp_path
     )
 
 
+def _margins(result: Verification) -> dict[tuple[str, str], int]:
+    return {(b["template"], q["question"]): q["errorMargin"] for b in result.ballots for q in b["questions"]}
+
+
+def test_an_unsigned_error_receipt_for_a_counted_block_does_not_widen_the_error_margin(
+    tmp_path: Path, clean: Path
+) -> None:
+    accepted = next(r for r in _records(clean, "receipt") if r["body"]["result"] == "accepted")  # type: ignore[index]
+    forged = dict(accepted, body=dict(accepted["body"], result="error"), signatures=[])  # type: ignore[call-overload]
+    result = _with_extra(tmp_path, clean, {"forged-receipt.json": jcs(forged)})
+    assert _status(result)["RCP-VALID"] == "fail"  # the forgery is reported ...
+    assert _margins(result) == _margins(_verify(clean))  # ... and its block's members stay counted
+
+
 def _registrant(clean: Path, key: SigningKey, signer: SigningKey, later_ms: int = 0) -> bytes:
     """A registrant like the election's first, registering ``key``, ``later_ms`` after it,
     signed by ``signer``."""

@@ -211,12 +211,16 @@ def check_runoff(audit: Audit) -> None:
         return
     rules = revision.body.runoff
     closed = revision.body.timeline.C
+    # spec §10: members of blocks *rejected* as error or with an invalid receipt; a counted
+    # block's members are counted, whatever other receipt (anyone can publish an unsigned
+    # one) also names the block
     margin_blocks = dict(
         audit.rows(
             """
             SELECT b.template, count(DISTINCT m.key) FROM rcp r JOIN blk b ON b.cid = r.block
             JOIN member m ON m.cid = b.cid
-            WHERE NOT r.valid OR r.result = 'error' GROUP BY b.template
+            WHERE (NOT r.valid OR r.result = 'error') AND b.cid NOT IN (SELECT cid FROM counted)
+            GROUP BY b.template
             """
         )
     )
