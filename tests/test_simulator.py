@@ -316,6 +316,9 @@ ORACLES: dict[str, Callable[[Evidence, Path], bool]] = {
         r.signatures[0].key != ev["election_revision"][0].body.receiptKey for r in ev["receipt"]
     ),
     "receipt-twice": lambda ev, _: max(Counter(r.body.block for r in ev["receipt"]).values()) > 1,
+    "receipt-accepted-names": lambda ev, _: any(
+        r.body.registrants for r in ev["receipt"] if r.body.result == "accepted"
+    ),
     "receipt-false-duplicate": lambda ev, _: any(
         k not in _member_blocks(ev)
         for r in ev["receipt"]

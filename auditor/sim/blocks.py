@@ -373,6 +373,8 @@ def build_block(spec: BlockSpec) -> BlockBuilt:
         offending = [keys[-1].public_b64u]
     elif bad_signer is not None:
         offending = [signers[bad_signer].public_b64u]
+    elif spec.tamper == "receipt-accepted-names":  # an accepted block's receipt names a member
+        offending = [keys[0].public_b64u]
     receipt_body = {
         "election": ctx.election,
         "block": block_cid,

@@ -662,6 +662,7 @@ class Simulation:
             "nonce-reuse",
             "ballot-invalid",
             "receipt-twice",
+            "receipt-accepted-names",
         }
         target = self.designated
         if t is None:

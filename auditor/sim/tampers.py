@@ -122,6 +122,11 @@ _ALL = [
     ),
     Tamper("receipt-twice", ("RCP-VALID",), "a counted block has two receipts"),
     Tamper(
+        "receipt-accepted-names",
+        ("RCP-CONSISTENT",),
+        "a receipt accepts a block and names one of its members, as only duplicate and invalid receipts do",
+    ),
+    Tamper(
         "receipt-false-duplicate",
         ("RCP-CONSISTENT",),
         "a block is rejected as duplicate though its members voted nowhere else",

@@ -265,6 +265,19 @@ def _check_consistency(audit: Audit, blocks: int) -> None:
                     f"{fmt_time(proven)} is {relation} voting {window}",
                 )
             )
+    # spec §4.10: registrants are the offending members of a duplicate or invalid block, "else empty"
+    for cid, block, result, named in audit.rows(
+        "SELECT cid, block, result, len(registrants) FROM rcp "
+        "WHERE valid AND result NOT IN ('duplicate', 'invalid') AND len(registrants) > 0 ORDER BY cid"
+    ):
+        failures.append(
+            (
+                cid,
+                block,
+                f"receipt {cid} says {result} for block {block} but names {named} registrant(s); only a "
+                "duplicate or invalid receipt names the offending members (spec §4.10)",
+            )
+        )
     # duplicate: each named registrant is a member of this block and of another counted block
     for cid, block in audit.rows(
         "SELECT cid, block FROM rcp WHERE valid AND result = 'duplicate' AND len(registrants) = 0"
