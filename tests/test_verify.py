@@ -62,9 +62,6 @@ def test_clean_election_passes_every_check(clean: Path) -> None:
     assert result.internal_errors == []
     assert result.verdict == "verified"
     for outcome in result.outcomes:
-        if outcome.id == "RUN-TRIGGER":  # information: a clean election may well need a runoff
-            assert outcome.status in ("pass", "fail")
-            continue
         assert outcome.status == "pass", (outcome.id, outcome.note, result.findings[:3])
         assert outcome.checked > 0, outcome.id
     assert {f.check for f in result.findings} <= {"RUN-TRIGGER"}
@@ -77,6 +74,19 @@ def test_the_recount_equals_the_simulators_own_tally(clean: Path) -> None:
     for template, truth in expected.items():
         assert ballots[template]["counts"] == truth["counts"]
         assert ballots[template]["voters"] == truth["voters"]
+
+
+def test_the_runoff_check_passes_and_says_what_fired_for_every_question(clean: Path) -> None:
+    result = _verify(clean)
+    assert _status(result)["RUN-TRIGGER"] == "pass"
+    notes = [f for f in result.findings if f.check == "RUN-TRIGGER"]
+    questions = [(b["template"], q["question"], q["runoff"]) for b in result.ballots for q in b["questions"]]
+    assert len(notes) == len(questions) > 0
+    for note, (template, question, runoff) in zip(notes, questions, strict=True):
+        assert (note.subject, note.evidence["question"]) == (template, question)
+        assert note.evidence["triggers"] == runoff["triggers"]
+        assert ("a runoff is required" in note.message) == runoff["required"]
+        assert ("no runoff rule fired" in note.message) != runoff["required"]
 
 
 @pytest.mark.parametrize("seed", [11, 12])
@@ -123,6 +133,11 @@ def test_tampering_fails_its_checks(name: str, sims: Callable[[str | None], Path
     result = _verify(sims(name))
     assert result.internal_errors == []
     expected = set(TAMPERS[name].trips) - NOT_YET
+    # RUN-TRIGGER passes once the rules are evaluated: what a tampering trips is its finding
+    # saying a runoff is required (D50); every other check trips by failing
+    if "RUN-TRIGGER" in expected:
+        expected.discard("RUN-TRIGGER")
+        assert any(f.check == "RUN-TRIGGER" and f.evidence["triggers"] for f in result.findings)
     assert expected <= _failed(result), (expected - _failed(result), result.findings[:5])
     if any(SEVERITY[c] != "info" for c in expected):
         assert result.verdict != "verified"
@@ -509,3 +524,23 @@ def test_a_store_written_before_the_digest_column_verifies_the_same(clean: Path,
         context.SIG_STREAM = old
     assert [f.to_json() for f in after.findings] == [f.to_json() for f in before.findings]
     assert after.verdict == before.verdict == "verified"
+
+
+def test_notes_are_findings_that_do_not_fail_their_check() -> None:
+    from auditor.verify.findings import MAX_FINDINGS_PER_CHECK, Findings
+
+    f = Findings()
+    f.checked("RUN-TRIGGER", 1, "1 question")
+    f.note("RUN-TRIGGER", "bagaaiera", "no runoff rule fired")
+    f.checked("BAL-VALID", 2)
+    f.note("BAL-VALID", None, "a note beside failures")
+    for i in range(MAX_FINDINGS_PER_CHECK + 5):
+        f.fail("BAL-VALID", None, f"failure {i}")
+    f.finish()
+    assert f.outcomes["RUN-TRIGGER"].status == "pass" and f.outcomes["RUN-TRIGGER"].failures == 0
+    assert [x.message for x in f.items if x.check == "RUN-TRIGGER"] == ["no runoff rule fired"]
+    bal = [x for x in f.items if x.check == "BAL-VALID"]
+    assert f.outcomes["BAL-VALID"].failures == MAX_FINDINGS_PER_CHECK + 5
+    # the note took one of the listed places: 999 failures listed, 6 counted but not listed
+    [omitted] = [x.evidence["omitted"] for x in bal if "omitted" in x.evidence]
+    assert omitted == 6 and len(bal) == MAX_FINDINGS_PER_CHECK + 1

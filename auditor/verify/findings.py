@@ -76,7 +76,8 @@ class Findings:
         default_factory=lambda: {c: CheckOutcome(c, SEVERITY[c]) for c in CHECK_IDS}
     )
     items: list[Finding] = field(default_factory=list)
-    _kept: Counter[str] = field(default_factory=Counter)
+    _kept: Counter[str] = field(default_factory=Counter)  # findings listed, failures and notes
+    _noted: Counter[str] = field(default_factory=Counter)  # of which notes
     _ran: set[str] = field(default_factory=set)
 
     def fail(
@@ -92,11 +93,32 @@ class Findings:
         outcome = self.outcomes[check]
         outcome.failures += 1
         outcome.status = "fail"
+        self._keep(check, subject, message, records, evidence)
+
+    def note(
+        self,
+        check: str,
+        subject: str | None,
+        message: str,
+        *,
+        records: Iterable[str] = (),
+        **evidence: Any,
+    ) -> None:
+        """Record a finding of ``check`` that is not a failure: what an info check found
+        when it passes (spec §8 RUN-TRIGGER: "the finding states which fired")."""
+        if self._keep(check, subject, message, records, evidence):
+            self._noted[check] += 1
+
+    def _keep(
+        self, check: str, subject: str | None, message: str, records: Iterable[str], evidence: dict[str, Any]
+    ) -> bool:
+        """Add the finding unless ``check`` already has MAX_FINDINGS_PER_CHECK; whether it did."""
         if self._kept[check] >= MAX_FINDINGS_PER_CHECK:
-            return
+            return False
         self._kept[check] += 1
         cids = sorted({c for c in ([subject] if subject else []) + list(records) if c})
         self.items.append(Finding(check, SEVERITY[check], subject, message, {"records": cids, **evidence}))
+        return True
 
     def checked(self, check: str, count: int, note: str = "") -> None:
         """Say that ``check`` examined ``count`` more items (``note`` describes them)."""
@@ -123,7 +145,7 @@ class Findings:
             if check not in self._ran and outcome.status == "pass":
                 outcome.status = "skipped"
                 outcome.note = outcome.note or "not run"
-            dropped = outcome.failures - self._kept[check]
+            dropped = outcome.failures - (self._kept[check] - self._noted[check])
             if dropped > 0:
                 self.items.append(
                     Finding(

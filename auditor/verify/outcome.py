@@ -270,16 +270,19 @@ def check_runoff(audit: Audit) -> None:
                     },
                 }
             )
+            # spec §8: the check passes when the rules were evaluated, "the finding states
+            # which fired" (D50): a note per question, whether a runoff is required or not
+            where = f"template {template_cid} ({district}), question {q.code}"
             if required:
-                f.fail(
-                    "RUN-TRIGGER",
-                    template_cid,
-                    f"template {template_cid} ({district}), question {q.code}: a runoff is required between "
-                    f"{', '.join(chosen)}; {'; '.join(why)}",
-                    question=q.code,
-                    triggers=triggers,
-                    participants=chosen,
+                message = f"{where}: a runoff is required between {', '.join(chosen)}; {'; '.join(why)}"
+            else:
+                message = (
+                    f"{where}: no runoff rule fired (spread {spread:,} of {total:,} ballots, "
+                    f"{disputed:,} disputed, {unreached:,} unresolved accessibility reports)"
                 )
+            f.note(
+                "RUN-TRIGGER", template_cid, message, question=q.code, triggers=triggers, participants=chosen
+            )
         audit.ballots.append(
             {
                 "template": template_cid,
