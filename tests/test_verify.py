@@ -113,7 +113,9 @@ def test_a_roll_stating_a_district_without_registrants_passes(
     out = tmp_path / "e"
     simulate(SimConfig(voters=150, seed=11, districts=2, workers=1, formats=("car",), secrets=False), out)
     result = _verify(out)
-    assert _status(result)["REG-ROLL"] == "pass", [f.message for f in result.findings if f.check == "REG-ROLL"]
+    assert _status(result)["REG-ROLL"] == "pass", [
+        f.message for f in result.findings if f.check == "REG-ROLL"
+    ]
 
 
 def test_every_check_id_is_run_by_a_step_and_catalogued() -> None:
@@ -415,6 +417,42 @@ def test_an_unsigned_error_receipt_for_a_counted_block_does_not_widen_the_error_
     result = _with_extra(tmp_path, clean, {"forged-receipt.json": jcs(forged)})
     assert _status(result)["RCP-VALID"] == "fail"  # the forgery is reported ...
     assert _margins(result) == _margins(_verify(clean))  # ... and its block's members stay counted
+
+
+def _disputed(result: Verification) -> dict[tuple[str, str], int]:
+    return {
+        (b["template"], q["question"]): q["inputs"]["disputed"]
+        for b in result.ballots
+        for q in b["questions"]
+    }
+
+
+def test_disputes_from_keys_that_are_no_voters_do_not_count_toward_the_runoff(
+    tmp_path: Path, clean: Path
+) -> None:
+    """Spec §10 counts disputes of registrants: fresh keys claiming receipts nobody can
+    see (a CID never published, a vote block's CID) are invalid disputes, not disputed votes."""
+    real = _records(clean, "dispute")[0]
+    receipt = _records(clean, "receipt")[0]
+    extra = {}
+    for i, named in enumerate(("bagaaiera" + "q" * 52, receipt["body"]["block"])):  # type: ignore[index]
+        outsider = SigningKey.derive(f"someone with no vote {i}".encode())
+        body = dict(real["body"], key=outsider.public_b64u, receipt=named)  # type: ignore[call-overload, index]
+        extra[f"fake-dispute-{i}.json"] = jcs(
+            {
+                "v": 1,
+                "type": "dispute",
+                "body": body,
+                "signatures": [sign_digest(outsider, record_digest("dispute", body))],
+                "timestamps": [],
+            }
+        )
+    result = _with_extra(tmp_path, clean, extra)
+    fakes = [
+        f for f in result.findings if f.check == "DSP-RESOLVED" and "is not an eligible voter" in f.message
+    ]
+    assert len(fakes) == 2 and all(f.evidence["status"] == "invalid" for f in fakes)
+    assert _disputed(result) == _disputed(_verify(clean))
 
 
 def _registrant(clean: Path, key: SigningKey, signer: SigningKey, later_ms: int = 0) -> bytes:

@@ -25,7 +25,8 @@ def _asked(audit: Audit) -> None:
     """The rows the disputes and accessibility reports of the election ask about, as small
     temp tables: the claims (``dsp``, ``acc``), the memberships of their keys
     (``asked_member``), the outcomes of their own signatures (``asked_sig``), the blocks
-    their receipts name (``asked_blk``), the roll entries they name (``asked_eligible``) and,
+    their receipts name (``asked_blk``), the roll entries they name (``asked_eligible``),
+    the roll entries of the disputers' keys (``asked_voter``) and,
     of the blocks among those, the included ones (``included``). Joined against the whole
     ``member``, ``sig_ok`` and ``eligible`` tables, a few hundred claims built hash tables
     over millions of rows (at a million voters the step peaked at 2,135 MB, D44); each
@@ -53,6 +54,8 @@ def _asked(audit: Audit) -> None:
         WHERE cid IN (SELECT block FROM rcp WHERE cid IN (SELECT receipt FROM dsp));
         CREATE OR REPLACE TEMP TABLE asked_eligible AS
         SELECT cid, key, district FROM eligible WHERE cid IN (SELECT registrant FROM acc);
+        CREATE OR REPLACE TEMP TABLE asked_voter AS
+        SELECT key, district FROM eligible WHERE key IN (SELECT key FROM dsp);
         """
     )
     # A block is included when it is counted and the tally tree of its template covers it
@@ -71,7 +74,7 @@ def _asked(audit: Audit) -> None:
     )
 
 
-ASKED = ("dsp", "acc", "asked_member", "asked_sig", "asked_blk", "asked_eligible")
+ASKED = ("dsp", "acc", "asked_member", "asked_sig", "asked_blk", "asked_eligible", "asked_voter")
 
 
 def check_disputes(audit: Audit) -> None:
@@ -89,22 +92,36 @@ def check_disputes(audit: Audit) -> None:
                EXISTS (SELECT 1 FROM asked_member m JOIN included i ON i.cid = m.cid WHERE m.key = d.key),
                EXISTS (SELECT 1 FROM asked_sig s WHERE s.cid = d.cid AND s.key = d.key AND s.ok),
                coalesce(r.block IN (SELECT cid FROM included), false),
-               (SELECT min(b.template) FROM asked_blk b WHERE b.cid = r.block)  -- null: block not harvested
+               (SELECT min(b.template) FROM asked_blk b WHERE b.cid = r.block),  -- null: block not harvested
+               EXISTS (SELECT 1 FROM asked_voter v JOIN tpl t ON t.district = v.district
+                       WHERE v.key = d.key AND t.cid = d.template)
         FROM dsp d LEFT JOIN rcp r ON r.cid = d.receipt
         ORDER BY d.cid
         """
     )
     f.checked("DSP-RESOLVED", len(rows), f"{len(rows)} disputes")
     for row in rows:
-        cid, named, receipt, key, found, valid, result, block, member, counted, signed, included, of_block = (
-            row
-        )
+        cid, named, receipt, key, found, valid, result, block, member, counted, signed, included = row[:12]
+        of_block, voter = row[12:]
         who = b64u_encode(bytes(key))
         template = of_block or named  # spec §10 counts disputes per template: the block's
         if not signed:
             status, why = "invalid", f"it is not validly signed by the disputer's key {who}"
         elif of_block is not None and of_block != named:
             status, why = "invalid", f"it names template {named}, but the receipt's block is for {of_block}"
+        elif of_block is None and not voter:
+            # spec §10 counts disputes of registrants: with no block to show the disputer's
+            # membership, the key must at least be an eligible voter of the template's district
+            # (else anyone could publish disputes from fresh keys and force a runoff)
+            status, why = (
+                "invalid",
+                f"the disputer {who} is not an eligible voter of template {named}'s district, and "
+                + (
+                    f"the receipt's block {block} is not in the evidence"
+                    if found
+                    else f"its receipt {receipt} is not in the evidence"
+                ),
+            )
         elif not found:  # before refuting: the claim names a receipt nobody can see
             status, why = (
                 "unresolved",
