@@ -117,21 +117,20 @@ def iter_source(path: Path, after: str | None = None) -> Iterator[RawRecord]:
 
 
 def _iter_dir(root: Path, after: str | None = None) -> Iterator[RawRecord]:
-    """Every regular file below ``root`` is one envelope; a name ``<cid>.json`` is a claim."""
+    """Every regular file below ``root`` is one envelope, whatever its name (spec §7.2); a
+    name ``<cid>.json`` or ``<cid>`` is a claim (D3). A file that is no envelope is
+    quarantined with its reason, like any malformed record: nothing is skipped."""
     for folder, dirs, files in os.walk(root):
         dirs.sort()
-        if Path(folder) == root:
-            # the simulator's side files are not evidence
-            dirs[:] = [d for d in dirs if d not in ("secrets",)]
         for name in sorted(files):
-            if not name.endswith(".json") or (folder == str(root) and name == "manifest.json"):
-                continue
             path = Path(folder) / name
+            if not path.is_file():  # a socket, a FIFO, a dangling link: no bytes to read
+                continue
             location = path.relative_to(root).as_posix()
             if after is not None and location <= after:
                 continue
             size = path.stat().st_size
-            stem = name[: -len(".json")]
+            stem = name.removesuffix(".json")
             claimed = stem if is_cid_text(stem) else None
             if size > MAX_ENVELOPE_BYTES:
                 yield RawRecord(

@@ -161,6 +161,33 @@ def test_bad_records_are_quarantined_with_reason_and_bytes(tmp_path: Path) -> No
     assert any("floating point" in r[1] for r in rows) and any("record type" in r[1] for r in rows)
 
 
+def test_a_directory_archive_reads_every_file_whatever_its_name(election: Path, tmp_path: Path) -> None:
+    """Spec §7.2: "a directory of files, each an envelope (any name)": a record named
+    otherwise, or in a folder called secrets, is read; a file that is no envelope is kept
+    in quarantine with its reason, never skipped; a bare CID name is a claim."""
+    records = sorted((election / "records").rglob("*.json"))
+    folder = tmp_path / "archive"
+    (folder / "secrets").mkdir(parents=True)
+    for i, path in enumerate(records):
+        target = {0: folder / "result.env", 1: folder / "secrets" / "kept", 2: folder / path.stem}.get(
+            i, folder / path.name
+        )
+        target.write_bytes(path.read_bytes())
+    (folder / "manifest.json").write_text('{"note": "not an envelope"}')
+    (folder / "notes.txt").write_text("hello")
+    _, stats = harvest([ArchiveSource(folder)], tmp_path / "ev")
+    assert stats.new == len(records) and stats.quarantined == 2
+    con = connect(tmp_path / "ev")
+    assert sorted(r[0] for r in con.execute("select location from quarantine").fetchall()) == [
+        "manifest.json",
+        "notes.txt",
+    ]
+    # a file named by its bare CID is checked against it: its bytes elsewhere would be REC-CID
+    (folder / records[3].stem).write_bytes(records[4].read_bytes())
+    _, stats = harvest([ArchiveSource(folder)], tmp_path / "ev2")
+    assert stats.quarantined == 3
+
+
 def test_bytes_not_matching_their_cid_are_quarantined(tmp_path: Path) -> None:
     out = tmp_path / "e"
     simulate(
