@@ -455,6 +455,31 @@ def test_disputes_from_keys_that_are_no_voters_do_not_count_toward_the_runoff(
     assert _disputed(result) == _disputed(_verify(clean))
 
 
+def test_a_claim_its_key_did_not_sign_is_an_invalid_claim_not_a_bad_signature_in_use(
+    tmp_path: Path, clean: Path
+) -> None:
+    """D4: a dispute its key did not validly sign is reported by DSP-RESOLVED and left out of
+    the runoff; anyone can publish one, so it does not fail SIG-VALID. A valid dispute that
+    also carries a bad signature is in use, and that signature fails SIG-VALID."""
+    real = _records(clean, "dispute")[0]
+    body = real["body"]
+    stranger = SigningKey.derive(b"not the disputer")
+    # a signature in the disputer's name that does not verify (made by someone else)
+    wrong = {"key": body["key"], "sig": sign_digest(stranger, record_digest("dispute", body))["sig"]}  # type: ignore[index, arg-type]
+    forged = dict(real, signatures=[wrong])  # type: ignore[arg-type]
+    result = _with_extra(tmp_path / "a", clean, {"forged-dispute.json": jcs(forged)})
+    assert _status(result)["SIG-VALID"] == "pass"
+    assert any(
+        f.check == "DSP-RESOLVED" and f.evidence["status"] == "invalid" and "not validly signed" in f.message
+        for f in result.findings
+    )
+    bad_extra = sign_digest(stranger, bytes(32))  # the stranger's, over another digest
+    extra_bad = dict(real, signatures=[*real["signatures"], bad_extra])  # type: ignore[list-item, misc]
+    result = _with_extra(tmp_path / "b", clean, {"extra-signature.json": jcs(extra_bad)})
+    [bad] = [f for f in result.findings if f.check == "SIG-VALID"]
+    assert "dispute" in bad.message and stranger.public_b64u in bad.message
+
+
 def _registrant(clean: Path, key: SigningKey, signer: SigningKey, later_ms: int = 0) -> bytes:
     """A registrant like the election's first, registering ``key``, ``later_ms`` after it,
     signed by ``signer``."""

@@ -127,14 +127,21 @@ def check_references(audit: Audit) -> None:
 
 def check_signatures(audit: Audit) -> None:
     """SIG-VALID: every signature on every record in use verifies. A vote block that no valid
-    receipt accepted is not in use: its bad signatures are evidence for its receipt (D4)."""
+    receipt accepted is not in use: its bad signatures are evidence for its receipt (D4). A
+    dispute or accessibility report that its own key did not validly sign is an invalid
+    claim, which DSP-RESOLVED or ACC-REPORTS reports and the runoff rules leave out: not in
+    use either (anyone can publish one; D4)."""
     f = audit.findings
     total = audit.signature_count  # sig_ok keeps only some rows by now (Audit.keep_signatures)
     f.checked("SIG-VALID", total, f"{total:,} signatures")
     for cid, record_type, idx, key in audit.rows(
         """
+        WITH claim AS (SELECT cid, key FROM dispute UNION ALL SELECT cid, key FROM accessibility_report)
         SELECT s.cid, e.type, s.idx, s.key FROM sig_ok s JOIN envelopes e USING (cid)
         WHERE NOT s.ok AND NOT (e.type = 'vote_block' AND s.cid NOT IN (SELECT cid FROM counted))
+          AND NOT (e.type IN ('dispute', 'accessibility_report') AND NOT EXISTS (
+                   SELECT 1 FROM sig_ok g JOIN claim c ON c.cid = g.cid AND c.key = g.key
+                   WHERE g.cid = s.cid AND g.ok))
         ORDER BY s.cid, s.idx
         """
     ):
