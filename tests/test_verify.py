@@ -607,3 +607,15 @@ def test_notes_are_findings_that_do_not_fail_their_check() -> None:
     # the note took one of the listed places: 999 failures listed, 6 counted but not listed
     [omitted] = [x.evidence["omitted"] for x in bal if "omitted" in x.evidence]
     assert omitted == 6 and len(bal) == MAX_FINDINGS_PER_CHECK + 1
+
+
+def test_a_tally_node_with_other_counts_shows_both(sims: Callable[[str | None], Path]) -> None:
+    """The counts are compared as digests of their text; the finding still carries the
+    published counts and the recount's, in full."""
+    result = _verify(sims("tally-node-counts"))
+    differing = [f for f in result.findings if f.check == "TALLY-TREE" and "counts differ" in f.message]
+    assert differing
+    for finding in differing:
+        got, expected = finding.evidence["got"], finding.evidence["expected"]
+        assert isinstance(got, dict) and isinstance(expected, dict) and got != expected
+        assert set(got) == set(expected)  # the same questions, other numbers
