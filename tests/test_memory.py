@@ -236,6 +236,7 @@ def _asked_whole(audit: Audit) -> None:
         CREATE OR REPLACE TEMP TABLE asked_sig AS SELECT cid, key, ok FROM sig_ok;
         CREATE OR REPLACE TEMP TABLE asked_blk AS SELECT cid, template FROM blk;
         CREATE OR REPLACE TEMP TABLE asked_eligible AS SELECT cid, key, district FROM eligible;
+        CREATE OR REPLACE TEMP TABLE asked_voter AS SELECT key, district FROM eligible;
         CREATE OR REPLACE TEMP TABLE included AS
         SELECT c.cid FROM counted c JOIN vote_block b USING (cid)
         WHERE NOT EXISTS (SELECT 1 FROM tally_node t WHERE t.template = b.template AND t.election = $e)
