@@ -120,24 +120,25 @@ def _iter_dir(root: Path, after: str | None = None) -> Iterator[RawRecord]:
     """Every regular file below ``root`` is one envelope, whatever its name (spec §7.2); a
     name ``<cid>.json`` or ``<cid>`` is a claim (D3). A file that is no envelope is
     quarantined with its reason, like any malformed record: nothing is skipped."""
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            path = Path(folder) / name
-            if not path.is_file():  # a socket, a FIFO, a dangling link: no bytes to read
-                continue
-            location = path.relative_to(root).as_posix()
-            if after is not None and location <= after:
-                continue
-            size = path.stat().st_size
-            stem = name.removesuffix(".json")
-            claimed = stem if is_cid_text(stem) else None
-            if size > MAX_ENVELOPE_BYTES:
-                yield RawRecord(
-                    b"", claimed, location, f"file of {size} bytes, over the 8 MiB limit", location
-                )
-                continue
-            yield RawRecord(path.read_bytes(), claimed, location, None, location)
+    # in the order of the relative paths as text, which the cursor compares with (a walk
+    # gives a folder's files before its subfolders: "z.json" before "a/x")
+    found = sorted(
+        (path.relative_to(root).as_posix(), path)
+        for folder, _, files in os.walk(root)
+        for path in (Path(folder) / name for name in files)
+    )
+    for location, path in found:
+        if after is not None and location <= after:
+            continue
+        if not path.is_file():  # a socket, a FIFO, a dangling link: no bytes to read
+            continue
+        size = path.stat().st_size
+        stem = path.name.removesuffix(".json")
+        claimed = stem if is_cid_text(stem) else None
+        if size > MAX_ENVELOPE_BYTES:
+            yield RawRecord(b"", claimed, location, f"file of {size} bytes, over the 8 MiB limit", location)
+            continue
+        yield RawRecord(path.read_bytes(), claimed, location, None, location)
 
 
 def _iter_ndjson(path: Path, start: int = 0) -> Iterator[RawRecord]:

@@ -154,6 +154,24 @@ def test_signatures_on_worker_processes_give_the_same_findings(
     assert detail.endswith("2 processes"), detail
 
 
+def test_tokens_verified_a_slice_at_a_time_give_the_same_findings(
+    sims: Callable[[str | None], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Timestamp tokens stream from DuckDB TOKEN_STREAM at a time (here 5): the findings,
+    outcomes and proven times are those of one slice."""
+    election = sims("tsa-imprint")
+    store = _store(election, tmp_path)
+    trust = load_trust(election / "trust.toml")
+    whole = verify_store(store, trust, workers=1, recount=False, audit_dir=tmp_path / "whole")
+    monkeypatch.setattr(context, "TOKEN_STREAM", 5)
+    sliced = verify_store(store, trust, workers=2, recount=False, audit_dir=tmp_path / "sliced")
+    assert [f.to_json() for f in sliced.findings] == [f.to_json() for f in whole.findings]
+    assert [o.to_json() for o in sliced.outcomes] == [o.to_json() for o in whole.outcomes]
+    assert any(f.check == "TSA-IMPRINT" for f in sliced.findings)
+    tokens = next(o for o in sliced.outcomes if o.id == "TSA-TOKEN").checked
+    assert tokens > 5 * 4  # several slices
+
+
 def test_blocks_judged_a_part_at_a_time_give_the_same_findings(
     sims: Callable[[str | None], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

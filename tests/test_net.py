@@ -341,3 +341,18 @@ def test_cli_harvest_from_urls_and_node_serve(election: Path, reference: Path, t
     missing = str(tmp_path / "nothing-here")
     result = CliRunner().invoke(main, ["harvest", missing, "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "node URL" in result.output
+
+
+def test_a_node_serving_a_directory_announces_only_typed_records(
+    content: NodeContent, tmp_path: Path
+) -> None:
+    """Every file of a directory archive is read (spec §7.2), but a node announces and
+    serves only records: not a simulator's manifest or its voters' secrets beside them."""
+    first = content.records[0]
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / f"{first.cid}.json").write_bytes(first.raw)
+    (tmp_path / "manifest.json").write_text('{"records": 1}')
+    (tmp_path / "secrets" / "voters.ndjson").write_text('{"voter": 0}\n{"voter": 1}\n')
+    (tmp_path / "trust.toml").write_text("[authorities]\n")
+    served = load_content(tmp_path)
+    assert [r.cid for r in served.records] == [first.cid] and set(served.by_cid) == {first.cid}

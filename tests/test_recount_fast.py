@@ -384,6 +384,10 @@ def test_the_vote_reader_remembers_answers_up_to_a_bound(monkeypatch: pytest.Mon
     assert reader.read(_sorted(_answers(["bob"]))) == accept_vote_entry(_answers(["bob"]))
     assert b'"question":"mayor","values":["bob"]' not in reader._pieces  # full: read, not kept
     assert _MAX_PIECES >= 4096
+    monkeypatch.setattr("auditor.model.entries._MAX_PIECES", 10**6)
+    long_text = _answers("x" * 600)
+    assert reader.read(_sorted(long_text)) == accept_vote_entry(long_text)
+    assert all(len(piece) <= 512 for piece in reader._pieces)  # a long text is read, not kept
 
 
 def test_the_voter_reader_decodes_what_it_read() -> None:

@@ -188,6 +188,18 @@ def test_a_directory_archive_reads_every_file_whatever_its_name(election: Path, 
     assert stats.quarantined == 3
 
 
+def test_a_directory_resumes_after_its_cursor_whatever_the_folders(tmp_path: Path) -> None:
+    """The cursor is a relative path compared as text; the files are read in that order
+    (a walk would give "z.json" before "a/x", and "a/x" before "a-b/y")."""
+    for name in ("z.json", "a/x", "a-b/y", "a/b/c"):
+        (tmp_path / "d" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "d" / name).write_text(name)
+    every = [r.location for r in sources.iter_source(tmp_path / "d")]
+    assert every == sorted(every) == ["a-b/y", "a/b/c", "a/x", "z.json"]
+    for i, cursor in enumerate(every):
+        assert [r.location for r in sources.iter_source(tmp_path / "d", after=cursor)] == every[i + 1 :]
+
+
 def test_bytes_not_matching_their_cid_are_quarantined(tmp_path: Path) -> None:
     out = tmp_path / "e"
     simulate(

@@ -480,6 +480,31 @@ def test_a_claim_its_key_did_not_sign_is_an_invalid_claim_not_a_bad_signature_in
     assert "dispute" in bad.message and stranger.public_b64u in bad.message
 
 
+def test_a_block_of_strangers_with_an_unsigned_receipt_does_not_widen_the_error_margin(
+    tmp_path: Path, clean: Path
+) -> None:
+    """Anyone can publish a vote block of fresh keys and an unsigned 'error' receipt for it:
+    its members are no eligible voters, so the error margin (spec §10) stays as it was."""
+    real = _records(clean, "vote_block")[0]
+    keys = [SigningKey.derive(f"stranger {i}".encode()) for i in range(len(real["body"]["members"]))]  # type: ignore[index, arg-type]
+    body = dict(real["body"], members=sorted(k.public_b64u for k in keys))  # type: ignore[call-overload]
+    digest = record_digest("vote_block", body)
+    block = {"v": 1, "type": "vote_block", "body": body, "signatures": [sign_digest(k, digest) for k in keys]}
+    receipt = next(r for r in _records(clean, "receipt") if r["body"]["result"] == "accepted")  # type: ignore[index]
+    from auditor.model.encoding import cid_of
+
+    rbody = dict(receipt["body"], block=cid_of(jcs({**block, "timestamps": []})), result="error")  # type: ignore[call-overload]
+    extra = {
+        "strangers.json": jcs({**block, "timestamps": []}),
+        "their-receipt.json": jcs(
+            {"v": 1, "type": "receipt", "body": rbody, "signatures": [], "timestamps": []}
+        ),
+    }
+    result = _with_extra(tmp_path, clean, extra)
+    assert _status(result)["RCP-VALID"] == "fail"
+    assert _margins(result) == _margins(_verify(clean))
+
+
 def _registrant(clean: Path, key: SigningKey, signer: SigningKey, later_ms: int = 0) -> bytes:
     """A registrant like the election's first, registering ``key``, ``later_ms`` after it,
     signed by ``signer``."""

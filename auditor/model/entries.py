@@ -208,7 +208,8 @@ _NONCE_CHARS = 22  # b64u of 16 bytes
 _VOTE_HEAD = b'{"answers":['
 _VOTE_NONCE = b'],"nonce":"'
 _ANSWER_SEPARATOR = b"},{"
-_MAX_PIECES = 65_536  # answer objects a VoteReader remembers
+_MAX_PIECES = 65_536  # answer objects a VoteReader remembers ...
+_MAX_PIECE_BYTES = 512  # ... of at most this size (a text answer may have a million characters)
 
 
 def read_voter_entry(plaintext: bytes) -> tuple[VoterEntry, bytes, bytes] | None:
@@ -236,7 +237,8 @@ class VoteReader:
     array at ``},{``, checks each piece it has not seen before as accept_vote_entry checks
     an answer (a piece that is not a whole, canonical, accepted answer object makes the
     reader unsure: a text answer holding ``},{``, for instance) and remembers it, so an
-    election's repeated answers are checked once. Not thread-safe."""
+    election's repeated answers are checked once (at most _MAX_PIECES of them, each of at
+    most _MAX_PIECE_BYTES: long texts are checked every time). Not thread-safe."""
 
     __slots__ = ("_pieces", "_tail", "template")
 
@@ -275,7 +277,7 @@ class VoteReader:
             answer = known.get(piece, _UNSEEN)
             if answer is _UNSEEN:
                 answer = _accept_answer(b"{" + piece + b"}")
-                if len(known) < _MAX_PIECES:
+                if len(known) < _MAX_PIECES and len(piece) <= _MAX_PIECE_BYTES:
                     known[piece] = answer
             if answer is None:
                 return None

@@ -130,11 +130,11 @@ def load_content(path: Path) -> NodeContent:
                 strict=True,
             )
         )
-    return NodeContent(
-        (r.claimed_cid or cid_of(r.raw), _type_of(r.raw), r.raw)
-        for r in iter_source(path)
-        if r.defect is None
-    )
+    # a file of a directory that is not even JSON with a type (a simulator's manifest or
+    # secrets, a README) is no record to announce: a harvest of the archive itself
+    # quarantines it, a node does not serve it
+    typed = ((r, _type_of(r.raw)) for r in iter_source(path) if r.defect is None)
+    return NodeContent((r.claimed_cid or cid_of(r.raw), kind, r.raw) for r, kind in typed if kind)
 
 
 class _HTTPServer(ThreadingHTTPServer):

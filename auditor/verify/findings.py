@@ -120,6 +120,10 @@ class Findings:
         self.items.append(Finding(check, SEVERITY[check], subject, message, {"records": cids, **evidence}))
         return True
 
+    def room(self, check: str) -> int:
+        """How many more findings of ``check`` would be listed (the rest are only counted)."""
+        return max(0, MAX_FINDINGS_PER_CHECK - self._kept[check])
+
     def checked(self, check: str, count: int, note: str = "") -> None:
         """Say that ``check`` examined ``count`` more items (``note`` describes them)."""
         outcome = self.outcomes[check]

@@ -228,16 +228,25 @@ def check_runoff(audit: Audit) -> None:
         return
     rules = revision.body.runoff
     closed = revision.body.timeline.C
-    # spec §10: members of blocks *rejected* as error or with an invalid receipt; a counted
-    # block's members are counted, whatever other receipt (anyone can publish an unsigned
-    # one) also names the block
+    # spec §10: members of blocks *rejected* as error or with an invalid receipt. Anyone can
+    # publish an unsigned receipt, or a block of fresh keys: so a block counts when it is not
+    # counted and has a valid error receipt, or only invalid receipts (a valid receipt of
+    # another result decided it), and only its members who are eligible voters of the
+    # template's district count
     margin_blocks = dict(
         audit.rows(
             """
-            SELECT b.template, count(DISTINCT m.key) FROM rcp r JOIN blk b ON b.cid = r.block
-            JOIN member m ON m.cid = b.cid
-            WHERE (NOT r.valid OR r.result = 'error') AND b.cid NOT IN (SELECT cid FROM counted)
-            GROUP BY b.template
+            WITH judged AS (
+                SELECT block, bool_or(valid AND result = 'error') AS error,
+                       bool_or(valid AND result <> 'error') AS decided, bool_or(NOT valid) AS invalid
+                FROM rcp GROUP BY block),
+            rejected AS (
+                SELECT b.template, m.key FROM judged j JOIN blk b ON b.cid = j.block
+                JOIN member m ON m.cid = b.cid
+                WHERE b.cid NOT IN (SELECT cid FROM counted) AND (j.error OR (j.invalid AND NOT j.decided)))
+            SELECT r.template, count(DISTINCT r.key) FROM rejected r JOIN tpl t ON t.cid = r.template
+            WHERE EXISTS (SELECT 1 FROM eligible e WHERE e.key = r.key AND e.district = t.district)
+            GROUP BY r.template
             """
         )
     )

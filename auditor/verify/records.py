@@ -134,16 +134,20 @@ def check_signatures(audit: Audit) -> None:
     f = audit.findings
     total = audit.signature_count  # sig_ok keeps only some rows by now (Audit.keep_signatures)
     f.checked("SIG-VALID", total, f"{total:,} signatures")
+    election = audit.election.cid if audit.election is not None else None  # None: no claim is judged
     for cid, record_type, idx, key in audit.rows(
         """
-        WITH claim AS (SELECT cid, key FROM dispute UNION ALL SELECT cid, key FROM accessibility_report)
+        WITH claim AS (  -- the audited election's: DSP-RESOLVED and ACC-REPORTS judge these
+            SELECT cid, key FROM dispute WHERE election = $e
+            UNION ALL SELECT cid, key FROM accessibility_report WHERE election = $e)
         SELECT s.cid, e.type, s.idx, s.key FROM sig_ok s JOIN envelopes e USING (cid)
         WHERE NOT s.ok AND NOT (e.type = 'vote_block' AND s.cid NOT IN (SELECT cid FROM counted))
-          AND NOT (e.type IN ('dispute', 'accessibility_report') AND NOT EXISTS (
+          AND NOT (s.cid IN (SELECT cid FROM claim) AND NOT EXISTS (
                    SELECT 1 FROM sig_ok g JOIN claim c ON c.cid = g.cid AND c.key = g.key
                    WHERE g.cid = s.cid AND g.ok))
         ORDER BY s.cid, s.idx
-        """
+        """,
+        {"e": election},
     ):
         f.fail(
             "SIG-VALID",

@@ -22,7 +22,6 @@ from auditor.store.bulk import cid_binaries
 from auditor.store.tables import json_text
 from auditor.verify.answers import LeafBlock, block_histograms
 from auditor.verify.context import Audit
-from auditor.verify.findings import MAX_FINDINGS_PER_CHECK
 
 __all__ = ["check_tally"]
 
@@ -152,8 +151,9 @@ def _compare_nodes(
             problems.append("its counts differ from the recount of its blocks")
         if problems:
             failures.append((cid, f"{name}: {'; '.join(problems)}", w_counts))
-    # the published counts of the nodes whose findings are listed (not of every failure)
-    listed = sorted({cid for cid, _, _ in failures})[:MAX_FINDINGS_PER_CHECK]
+    # the published counts of the nodes whose findings will be listed (not of every failure)
+    failures.sort()
+    listed = [cid for cid, _, _ in failures[: f.room("TALLY-TREE")]]
     texts = dict(audit.rows("SELECT cid, counts FROM tally_node WHERE list_contains(?, cid)", [listed]))
     for cid, message, w_counts in failures:
         text = texts.get(cid)
