@@ -854,3 +854,20 @@ def test_question_schema_errors(change: dict[str, Any], path: str) -> None:
     with pytest.raises(SchemaError) as info:
         Question.parse(_question(**change), "q")
     assert info.value.path == path
+
+
+def test_a_template_may_have_no_questions() -> None:
+    """Spec §4.5 gives `questions` [Question] with no bound (unlike `keyholders`, ≥ 1):
+    a template without questions is well formed, its histogram {} and every vote of it
+    (no answers) valid."""
+    from auditor.model.ballot import valid_vote_check, vote_problems
+    from auditor.model.entries import VoteEntry
+    from auditor.model.histogram import zero
+    from auditor.model.records import BallotTemplate
+
+    cid = "bagaaiera" + "a" * 52
+    body = {"election": cid, "authority": cid, "administration": cid, "district": "x", "revision": 1}
+    template = BallotTemplate.parse({**body, "questions": []}, "body")
+    assert template.problems() == [] and zero(template) == {}
+    vote = VoteEntry(cid, "A" * 22, ())
+    assert vote_problems(template, vote) == [] and valid_vote_check(template)(vote)

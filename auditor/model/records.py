@@ -287,7 +287,7 @@ class BallotTemplate(Struct):
     revision: Positive
     questions: Annotated[
         tuple[Question, ...],
-        array_of(Question.parse, min_items=1, max_items=MAX_QUESTIONS, noun="questions"),
+        array_of(Question.parse, max_items=MAX_QUESTIONS, noun="questions"),
     ]
 
     def problems(self) -> list[str]:
