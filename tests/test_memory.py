@@ -364,7 +364,7 @@ def test_translated_text_cids_sort_as_their_bytes(digests: list[bytes]) -> None:
     import duckdb
 
     from auditor.model.encoding import CID_PREFIX, cid_from_binary
-    from auditor.verify.election import _BASE32, _IN_VALUE_ORDER
+    from auditor.store.bulk import _BASE32, _IN_VALUE_ORDER
 
     binaries = [CID_PREFIX + d for d in digests]
     con = duckdb.connect()
@@ -383,11 +383,12 @@ def test_the_roll_is_checked_from_a_table_duckdb_can_spill(
     streamed root of their binary CIDs, in groups smaller than the roll; and leaves that do
     not come sorted by their bytes stop the step rather than give a wrong root."""
     from auditor.crypto import merkle
+    from auditor.store import bulk
     from auditor.verify import election
 
     store = _store(clean, tmp_path)
     trust = load_trust(clean / "trust.toml")
-    monkeypatch.setattr(election, "LEAF_BATCH", 7)  # batches that do not align with the groups
+    monkeypatch.setattr(bulk, "LEAF_BATCH", 7)  # batches that do not align with the groups
     monkeypatch.setattr(merkle, "STREAM_GROUP", 16)  # the roll's root from several groups
     from auditor.verify.engine import STEPS
 
@@ -402,7 +403,7 @@ def test_the_roll_is_checked_from_a_table_duckdb_can_spill(
         assert kinds == {"eligible": True}
         assert audit.findings.outcomes["REG-ROLL"].status == "pass", [f.message for f in audit.findings.items]
         assert audit.rows("SELECT count(*) FROM eligible")[0][0] == audit.roll.body.count > 16  # type: ignore[union-attr]
-        monkeypatch.setattr(election, "_IN_VALUE_ORDER", election._BASE32)  # text order: not the bytes'
+        monkeypatch.setattr(bulk, "_IN_VALUE_ORDER", bulk._BASE32)  # text order: not the bytes'
         with pytest.raises(AuditError, match="did not sort by their bytes"):
             merkle.root_of_stream(election._eligible_leaves(audit))
     finally:

@@ -21,8 +21,9 @@ import duckdb
 from auditor import __version__
 from auditor.checkids import CHECK_IDS
 from auditor.crypto import merkle
-from auditor.model.encoding import b64u_encode, cid_to_binary, jcs
+from auditor.model.encoding import b64u_encode, jcs
 from auditor.rules import catalog, rules_hash
+from auditor.store.bulk import sorted_cid_leaves
 from auditor.store.evidence import connect
 from auditor.trust import Trust
 from auditor.verify.engine import Verification
@@ -80,14 +81,17 @@ def evidence_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     well-formed harvested record, sorted; anyone holding the same records gets the same
     root, whatever the order they were harvested in. Quarantined inputs are counted
     apart (their bytes are not a record, or not the record they claimed to be)."""
-    cids = [cid_to_binary(c) for (c,) in con.execute("SELECT DISTINCT cid FROM envelopes").fetchall()]
-    cids.sort()
+    # streamed, sorted by DuckDB: ten million voters' 12.5 million CIDs held as Python
+    # bytes took 2.5 GB (the ten-million run of session 8)
+    root, count = merkle.root_of_stream(
+        sorted_cid_leaves(con, "(SELECT DISTINCT cid FROM envelopes)", "the harvested records")
+    )
     quarantined = (
         con.execute("SELECT count(*) FROM quarantine").fetchone() if _has(con, "quarantine") else None
     )
     return {
-        "records": len(cids),
-        "root": b64u_encode(merkle.root(cids)),
+        "records": count,
+        "root": b64u_encode(root),
         "quarantined": int(quarantined[0]) if quarantined else 0,
     }
 

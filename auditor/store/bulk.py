@@ -39,9 +39,9 @@ import binascii
 import hashlib
 import re
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, repeat
+from itertools import chain, pairwise, repeat
 from operator import eq, itemgetter
 from typing import Any
 
@@ -239,6 +239,32 @@ def cid_binaries(texts: Sequence[str]) -> list[bytes]:
 
 
 _CID_SLICE = 1 << 16
+
+# base32's digits in the order of their values, as characters in the same order: a
+# canonical text CID translated so sorts as its binary form (spec §2: the 5-byte prefix
+# is 8 characters exactly, so each later character is 5 bits of the digest, in order)
+_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
+_IN_VALUE_ORDER = "0123456789ABCDEFGHIJKLMNOPQRSTUV"
+LEAF_BATCH = 1 << 16
+
+
+def sorted_cid_leaves(con: Any, source: str, what: str) -> Iterator[list[bytes]]:
+    """The binary CIDs of the column ``cid`` of the SQL ``source`` (a table name or a
+    parenthesised query of canonical CIDs) in ascending byte order (spec §5.3's leaves),
+    LEAF_BATCH at a time, sorted by DuckDB (which spills) on ``con``; each batch is checked
+    to continue the order strictly, so a CID that is not canonical, or twice there, stops
+    the stream (ValueError naming ``what``) instead of giving a wrong root. Nothing else
+    may query ``con`` while the stream is read."""
+    relation = con.sql(f"SELECT cid FROM {source} ORDER BY translate(cid, '{_BASE32}', '{_IN_VALUE_ORDER}')")
+    reader = (getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch)(LEAF_BATCH)
+    last = b""
+    for batch in reader:
+        leaves = cid_binaries(batch.column(0).to_pylist())
+        if leaves and not (last < leaves[0] and all(a < b for a, b in pairwise(leaves))):
+            raise ValueError(f"{what}: the CIDs did not sort by their bytes")
+        if leaves:
+            last = leaves[-1]
+        yield leaves
 
 
 def _cid_binaries(texts: Sequence[str]) -> list[bytes]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from itertools import pairwise
 
 import pyarrow as pa
 
@@ -18,7 +17,7 @@ from auditor.crypto.ecies import combine_public
 from auditor.errors import AuditError
 from auditor.model.encoding import b64u_decode, b64u_encode
 from auditor.model.envelope import Envelope
-from auditor.store.bulk import cid_binaries
+from auditor.store.bulk import sorted_cid_leaves
 from auditor.verify.authority import check_authority_signature
 from auditor.verify.context import Audit, distinct_content, fmt_time
 
@@ -322,31 +321,12 @@ def check_roll(audit: Audit) -> None:
         )
 
 
-# base32's digits in the order of their values, as characters in the same order: a
-# canonical text CID translated so sorts as its binary form (spec §2: the 5-byte prefix
-# is 8 characters exactly, so each later character is 5 bits of the digest, in order)
-_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
-_IN_VALUE_ORDER = "0123456789ABCDEFGHIJKLMNOPQRSTUV"
-
-
 def _eligible_leaves(audit: Audit) -> Iterator[list[bytes]]:
-    """The eligible registrants' binary CIDs in ascending byte order (spec §4.7, §5.3),
-    a batch at a time, sorted by DuckDB (which spills); each batch checked to continue
-    the order strictly, so a CID that is not canonical cannot slip by unsorted."""
+    """The eligible registrants' binary CIDs in ascending byte order (spec §4.7, §5.3), a
+    batch at a time, sorted by DuckDB (bulk.sorted_cid_leaves)."""
     # on the audit's own connection (a cursor would not see its temp tables): nothing
     # else queries it while the leaves stream
-    relation = audit.con.sql(
-        f"SELECT cid FROM eligible ORDER BY translate(cid, '{_BASE32}', '{_IN_VALUE_ORDER}')"
-    )
-    reader = (getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch)(LEAF_BATCH)
-    last = b""
-    for batch in reader:
-        leaves = cid_binaries(batch.column(0).to_pylist())  # canonical: harvested
-        if leaves and not (last < leaves[0] and all(a < b for a, b in pairwise(leaves))):
-            raise AuditError("the eligible registrants' CIDs did not sort by their bytes")
-        if leaves:
-            last = leaves[-1]
-        yield leaves
-
-
-LEAF_BATCH = 1 << 16
+    try:
+        yield from sorted_cid_leaves(audit.con, "eligible", "the eligible registrants")
+    except ValueError as e:
+        raise AuditError(str(e)) from e
