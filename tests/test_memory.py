@@ -172,6 +172,24 @@ def test_tokens_verified_a_slice_at_a_time_give_the_same_findings(
     assert tokens > 5 * 4  # several slices
 
 
+def test_tally_cells_streamed_a_few_rows_at_a_time_give_the_same_findings(
+    sims: Callable[[str | None], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tally check reads a template's per-block cells as a stream (CELL_BATCH rows at a
+    time, here 3): the findings, outcomes and ballots are those of one batch."""
+    from auditor.verify import answers
+
+    election = sims("tally-leaf-miscount")
+    store = _store(election, tmp_path)
+    trust = load_trust(election / "trust.toml")
+    whole = verify_store(store, trust, workers=1, audit_dir=tmp_path / "whole")
+    monkeypatch.setattr(answers, "CELL_BATCH", 3)
+    streamed = verify_store(store, trust, workers=1, audit_dir=tmp_path / "streamed")
+    assert [f.to_json() for f in streamed.findings] == [f.to_json() for f in whole.findings]
+    assert [o.to_json() for o in streamed.outcomes] == [o.to_json() for o in whole.outcomes]
+    assert streamed.ballots == whole.ballots and any(f.check == "TALLY-TREE" for f in streamed.findings)
+
+
 def test_blocks_judged_a_part_at_a_time_give_the_same_findings(
     sims: Callable[[str | None], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

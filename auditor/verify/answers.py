@@ -33,7 +33,6 @@ from auditor.model.encoding import jcs
 from auditor.model.entries import VoteEntry
 from auditor.model.histogram import Histogram, zero
 from auditor.model.records import BallotTemplate
-from auditor.verify.context import arrow
 
 __all__ = [
     "ANSWERS",
@@ -65,6 +64,7 @@ ANSWERS_SCHEMA = pa.schema(
     ]
 )
 ROW_GROUP = 262_144  # rows buffered before a Parquet row group is written
+CELL_BATCH = 65_536  # rows of a template's per-block cells read at a time (block_histograms)
 # What a worker sends: its valid votes once (the first five columns), and their rows
 # with the vote's position in that batch instead of those columns (expanded by take()).
 VOTE_SCHEMA = pa.schema(ANSWERS_SCHEMA.field(i) for i in range(5))
@@ -188,9 +188,13 @@ def block_histograms(
     blocks: list[LeafBlock],
 ) -> Iterator[Histogram]:
     """The histogram (spec §6) of each of ``blocks`` (in leaf order), from one group-by:
-    every question and option present, zeros included; ``{}`` for a block not counted."""
+    every question and option present, zeros included; ``{}`` for a block not counted.
+    The group-by's rows are streamed (a template of ten million voters' election has
+    some five million): nothing else may query ``con`` until the last histogram is taken."""
     empty = jcs(zero(template)) if template is not None else b"{}"
-    cells = _rows(arrow(con, _CELLS, [template_cid]))  # fetched whole: compact, and con is free
+    relation = con.sql(_CELLS, params=[template_cid])
+    reader = (getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch)(CELL_BATCH)
+    cells = (row for batch in reader for row in zip(*(c.to_pylist() for c in batch.columns), strict=True))
     cell = next(cells, None)
     for block in blocks:
         if not block.counted:
@@ -216,11 +220,6 @@ def block_histograms(
             if entry["type"] == "text":
                 entry["values"].sort(key=lambda pair: pair[0].encode("utf-8", "surrogatepass"))
         yield histogram
-
-
-def _rows(table: pa.Table) -> Iterator[Row]:
-    for batch in table.to_batches():
-        yield from zip(*(column.to_pylist() for column in batch.columns), strict=True)
 
 
 def rankings(con: duckdb.DuckDBPyConnection, template_cid: str, question: str) -> list[Sequence[str]]:
