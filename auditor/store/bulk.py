@@ -81,7 +81,7 @@ from auditor.model.histogram import histogram
 from auditor.model.records import BODY_TYPES
 from auditor.model.schema import _CODE, PLANS, Plan, Struct
 from auditor.sources import RawRecord, Rejection
-from auditor.store.tables import TABLES, Column, json_text, schema_of
+from auditor.store.tables import TABLES, Column, arrow_batches, json_text, schema_of
 
 __all__ = [
     "PreparedBatch",
@@ -256,7 +256,7 @@ def sorted_cid_leaves(con: Any, source: str, what: str) -> Iterator[list[bytes]]
     the stream (ValueError naming ``what``) instead of giving a wrong root. Nothing else
     may query ``con`` while the stream is read."""
     relation = con.sql(f"SELECT cid FROM {source} ORDER BY translate(cid, '{_BASE32}', '{_IN_VALUE_ORDER}')")
-    reader = (getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch)(LEAF_BATCH)
+    reader = arrow_batches(relation, LEAF_BATCH)
     last = b""
     for batch in reader:
         leaves = cid_binaries(batch.column(0).to_pylist())

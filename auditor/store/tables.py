@@ -228,3 +228,11 @@ def row_of(envelope: Envelope) -> dict[str, Any]:
     for column in TABLES[envelope.type]:
         row[column.name] = column.extract(envelope.body)
     return row
+
+
+def arrow_batches(relation: Any, rows: int) -> pa.RecordBatchReader:
+    """A DuckDB relation's rows as a stream of Arrow record batches of ``rows`` rows (the
+    method's name changed in DuckDB 2.0)."""
+    method = getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch
+    reader: pa.RecordBatchReader = method(rows)
+    return reader

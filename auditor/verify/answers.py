@@ -33,6 +33,7 @@ from auditor.model.encoding import jcs
 from auditor.model.entries import VoteEntry
 from auditor.model.histogram import Histogram, zero
 from auditor.model.records import BallotTemplate
+from auditor.store.tables import arrow_batches
 
 __all__ = [
     "ANSWERS",
@@ -193,7 +194,7 @@ def block_histograms(
     some five million): nothing else may query ``con`` until the last histogram is taken."""
     empty = jcs(zero(template)) if template is not None else b"{}"
     relation = con.sql(_CELLS, params=[template_cid])
-    reader = (getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch)(CELL_BATCH)
+    reader = arrow_batches(relation, CELL_BATCH)
     cells = (row for batch in reader for row in zip(*(c.to_pylist() for c in batch.columns), strict=True))
     cell = next(cells, None)
     for block in blocks:

@@ -45,6 +45,7 @@ from auditor.model.encoding import b64u_decode, b64u_encode
 from auditor.model.envelope import SIGNING_PREFIX, Envelope, parse_envelope
 from auditor.parallel import LocalRunner, Runner, Task
 from auditor.store.evidence import EvidenceStore, connect, sql_literal
+from auditor.store.tables import arrow_batches
 from auditor.trust import Trust
 from auditor.verify.cache import Lookup, ResultCache, Signed, TokenResult
 from auditor.verify.findings import Findings
@@ -470,7 +471,7 @@ class Audit:
         relation = stream.sql(
             "SELECT s.cid, s.idx, s.key, s.sig, e.digest FROM signatures s JOIN envelopes e USING (cid)"
         )
-        reader = (getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch)(SIG_STREAM)
+        reader = arrow_batches(relation, SIG_STREAM)
         task = Task("signatures", _verify_packed)
         slices: deque[_Slice] = deque()  # read, and not yet every batch verified
 
@@ -588,13 +589,13 @@ class Audit:
         task = Task("tokens", _token_batch, _init_tokens, (certs, roots))
         proven: dict[str, int] = {}
         outcomes: list[pa.Table] = []  # token_ok, a slice at a time
-        counts = [0, 0]  # tokens, reused from the cache
+        tokens = reused = 0  # tokens, of which reused from the cache
         # a cursor of its own: the findings' bookkeeping must not end the stream
         stream = self.con.cursor()
         relation = stream.sql(
             "SELECT t.cid, t.idx, t.token, e.digest, e.type FROM timestamps t JOIN envelopes e USING (cid)"
         )
-        reader = (getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch)(TOKEN_STREAM)
+        reader = arrow_batches(relation, TOKEN_STREAM)
         try:
             for batch in reader:
                 table = pa.Table.from_batches([batch])
@@ -615,13 +616,12 @@ class Audit:
                 results = found.merge(fresh)
                 if self.cache:
                     self.cache.keep_tokens(found, fresh)
-                counts[0] += len(results)
-                counts[1] += found.reused
+                tokens += len(results)
+                reused += found.reused
                 outcomes.append(self._token_outcomes(cids, idxs, types, results, proven))
         finally:
             stream.close()
         self.proven = proven
-        tokens, reused = counts
         self.findings.checked("TSA-TOKEN", tokens, f"{tokens:,} tokens")
         self.findings.checked("TSA-IMPRINT", tokens, f"{tokens:,} tokens")
         schema = pa.schema(
