@@ -230,7 +230,7 @@ def cid_binaries(texts: Sequence[str]) -> list[bytes]:
     all at once: the inverse of :func:`cid_texts` (base32 in numpy, 65,536 at a time so
     that a million CIDs take tens of MB, not hundreds). Raises ValueError if any text is
     not a canonical CID."""
-    if set(map(len, texts)) - {CID_TEXT_LEN} or not _CID_RUN.fullmatch("".join(texts)):
+    if not is_canonical_cid_run(texts):
         raise ValueError("cid_binaries takes canonical text CIDs only")
     out: list[bytes] = []
     for start in range(0, len(texts), _CID_SLICE):
@@ -268,6 +268,20 @@ def sorted_cid_leaves(con: Any, source: str, what: str) -> Iterator[list[bytes]]
 
 
 def _cid_binaries(texts: Sequence[str]) -> list[bytes]:
+    data = cid_binary_grid(texts).tobytes()
+    n = len(texts)
+    return [data[i : i + CID_BINARY_LEN] for i in range(0, n * CID_BINARY_LEN, CID_BINARY_LEN)]
+
+
+def is_canonical_cid_run(texts: Sequence[str]) -> bool:
+    """Whether every text of ``texts`` is a canonical text CID (one regular expression
+    over them all)."""
+    return not set(map(len, texts)) - {CID_TEXT_LEN} and _CID_RUN.fullmatch("".join(texts)) is not None
+
+
+def cid_binary_grid(texts: Sequence[str]) -> np.ndarray:
+    """The binary CIDs of canonical text CIDs as the rows of an (n, 37) byte array
+    (texts not checked: see :func:`is_canonical_cid_run`)."""
     n = len(texts)
     chars = np.frombuffer("".join(texts).encode("ascii"), np.uint8).reshape(n, CID_TEXT_LEN)[:, 1:]
     values = np.zeros((n, 64), np.uint8)  # 60 characters of 5 bits, padded to 8 groups of 8
@@ -279,8 +293,7 @@ def _cid_binaries(texts: Sequence[str]) -> list[bytes]:
     out = np.zeros((n, 8, 5), np.uint8)
     for k in range(5):
         out[..., k] = (forty >> np.uint64(32 - 8 * k)) & np.uint64(0xFF)
-    data = out.reshape(n, 40)[:, :CID_BINARY_LEN].tobytes()
-    return [data[i : i + CID_BINARY_LEN] for i in range(0, n * CID_BINARY_LEN, CID_BINARY_LEN)]
+    return out.reshape(n, 40)[:, :CID_BINARY_LEN]
 
 
 # ---------------------------------------------------------------------------- checks
