@@ -31,7 +31,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from auditor.crypto.rfc3161 import verify_token
 from auditor.sim.tsa import TestTsa
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "spec" / "vectors" / "rfc3161"
+VECTORS = (
+    Path(os.environ.get("VTAUDIT_SPEC_DIR") or Path(__file__).resolve().parents[2] / "shared" / "spec")
+    / "vectors"
+    / "rfc3161"
+)
 
 
 def best(fn: Callable[[int], object], n: int, repeat: int) -> tuple[float, float]:

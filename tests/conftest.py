@@ -11,10 +11,15 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from auditor.sim.election import SimConfig, simulate
+from tests.specdir import VECTORS_PATH, missing_spec_message
 
-# The shared spec sits beside the project: /work/main/tests -> /work/shared/spec.
-SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "spec"
-VECTORS_PATH = SPEC_DIR / "vectors" / "vectors.json"
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Stop at once, saying what to do, if the shared spec cannot be found."""
+    message = missing_spec_message()
+    if message is not None:
+        raise pytest.UsageError(message)
+
 
 # The machine is shared; keep property tests modest and free of wall-clock deadlines.
 settings.register_profile(

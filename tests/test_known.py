@@ -84,3 +84,12 @@ def test_it_answers_as_a_python_set_does(batches: list[list[int]], probes: list[
         assert len(cids) == len(model)
     finally:
         known.RUN = old_run
+
+
+def test_add_absent_says_what_was_held_and_adds_the_rest_once(small_runs: None) -> None:
+    old, new = _cids("old", 80), _cids("new", 30)
+    cids = CidSet(old)
+    batch = [new[0], old[3], new[0], "odd", old[79], new[1], "odd"]
+    assert cids.add_absent(batch) == [False, True, False, False, True, False, False]
+    assert len(cids) == 80 + 2 + 1  # each new CID once, the odd text once
+    assert cids.add_absent(batch) == [True] * len(batch)

@@ -30,8 +30,9 @@ from auditor.crypto.rfc3161 import (
 )
 from auditor.errors import TimestampError
 from auditor.sim.tsa import TEST_POLICY_OID, KeyType, TestTsa
+from tests.specdir import RFC3161_VECTORS
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "spec" / "vectors" / "rfc3161"
+VECTORS = RFC3161_VECTORS
 HELLO = hashlib.sha256(b"hello").digest()
 SEED = bytes(range(32))
 DIGEST = hashlib.sha256(b"a record digest").digest()

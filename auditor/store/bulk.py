@@ -282,10 +282,31 @@ def is_canonical_cid_run(texts: Sequence[str]) -> bool:
 def cid_binary_grid(texts: Sequence[str]) -> np.ndarray:
     """The binary CIDs of canonical text CIDs as the rows of an (n, 37) byte array
     (texts not checked: see :func:`is_canonical_cid_run`)."""
+    return checked_cid_grid(texts)[0]
+
+
+def checked_cid_grid(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The binary CIDs of ASCII texts of CID_TEXT_LEN characters each, as the rows of an
+    (n, 37) byte array, and for each whether its text is a canonical CID (what
+    :func:`~auditor.model.encoding.is_cid_text` says, without a regular expression: ``b``,
+    base32 digits, the 5 prefix bytes, the 4 unused bits zero); the rows of the others
+    are meaningless."""
     n = len(texts)
-    chars = np.frombuffer("".join(texts).encode("ascii"), np.uint8).reshape(n, CID_TEXT_LEN)[:, 1:]
+    full = np.frombuffer("".join(texts).encode("ascii"), np.uint8).reshape(n, CID_TEXT_LEN)
+    chars = full[:, 1:]
     values = np.zeros((n, 64), np.uint8)  # 60 characters of 5 bits, padded to 8 groups of 8
     values[:, :60] = np.take(_B32_VALUE, chars)
+    grid = _grid_of(values, n)
+    canonical = (
+        (full[:, 0] == ord("b"))
+        & (values[:, :60] != 255).all(axis=1)
+        & (values[:, 59] & 15 == 0)
+        & (grid[:, : len(CID_PREFIX)] == np.frombuffer(CID_PREFIX, np.uint8)).all(axis=1)
+    )
+    return grid, canonical
+
+
+def _grid_of(values: np.ndarray, n: int) -> np.ndarray:
     groups = values.reshape(n, 8, 8).astype(np.uint64)
     forty = np.zeros((n, 8), np.uint64)
     for k in range(8):

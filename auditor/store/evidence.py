@@ -214,10 +214,9 @@ class EvidenceStore:
         known_before: list[str] = []
         known = self.known
         held = [cid for cid in batch.cids if cid is not None]
-        held_before = known.contains_many(held)
+        held_before = known.add_absent(held)  # each, whether the store had it; now it has
         if len(held) == len(batch.cids) and not any(held_before) and len(set(held)) == len(held):
             # the common chunk: every record accepted, new, and there once
-            known.update(held)
             stats.new += len(held)
             for record_type, count in Counter(batch.types).items():
                 stats.by_type[record_type or ""] += count
@@ -239,7 +238,6 @@ class EvidenceStore:
                 stats.duplicates += 1
                 if cid not in fresh:
                     known_before.append(cid)  # its rows (the batch's first copy) are not new
-        known.update(fresh)
         now = _now()
         rows = []
         for i, check, reason in batch.rejected:

@@ -23,9 +23,10 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from auditor.store.bulk import cid_binary_grid, is_canonical_cid_run
+from auditor.model.encoding import CID_TEXT_LEN
+from auditor.store.bulk import checked_cid_grid
 
-RUN = 1 << 16  # CIDs waiting as text before they become a sorted run
+RUN = 1 << 17  # CIDs waiting as text before they become a sorted run
 _PREFIX_LEN = 5  # the binary CID's bytes before its digest
 
 
@@ -36,6 +37,7 @@ class CidSet:
         self._prefixes: list[np.ndarray] = []  # each run's first 8 digest bytes, ascending
         self._digests: list[np.ndarray] = []  # each run's (n, 32) digests, in that order
         self._recent: set[str] = set()  # canonical CIDs not yet in a run
+        self._waiting: list[np.ndarray] = []  # their digests, to make the next run of
         self._odd: set[str] = set()  # texts that are not canonical CIDs
         self.update(cids)
 
@@ -45,32 +47,11 @@ class CidSet:
     def __contains__(self, cid: object) -> bool:
         if not isinstance(cid, str):
             return False
-        return bool(self.contains_many([cid])[0])
+        return self.contains_many([cid])[0]
 
     def contains_many(self, cids: Sequence[str]) -> list[bool]:
         """For each of ``cids``, whether the set holds it."""
-        found = [cid in self._recent or cid in self._odd for cid in cids]
-        if not self._prefixes or not cids:
-            return found
-        canonical = _canonical_positions(cids)
-        if not canonical:
-            return found
-        digests = _digests([cids[i] for i in canonical])
-        prefixes = _prefix_keys(digests)
-        hit = np.zeros(len(canonical), bool)
-        for run_prefixes, run_digests in zip(self._prefixes, self._digests, strict=True):
-            low = np.searchsorted(run_prefixes, prefixes, "left")
-            high = np.searchsorted(run_prefixes, prefixes, "right")
-            width = high - low
-            single = np.flatnonzero(width == 1)
-            if len(single):
-                rows = low[single]
-                hit[single] |= (run_digests[rows] == digests[single]).all(axis=1)
-            for j in np.flatnonzero(width > 1):  # digests sharing a prefix: each compared
-                hit[j] |= bool((run_digests[low[j] : high[j]] == digests[j]).all(axis=1).any())
-        for j in np.flatnonzero(hit):
-            found[canonical[j]] = True
-        return found
+        return self._lookup(cids)[0]
 
     def isdisjoint(self, cids: Sequence[str]) -> bool:
         return not any(self.contains_many(cids))
@@ -79,42 +60,93 @@ class CidSet:
         self.update([cid])
 
     def update(self, cids: Iterable[str]) -> None:
-        """Add ``cids`` (the caller has checked that the set does not hold them yet, or
-        does not mind; a CID added twice is still found, and counted twice by len)."""
-        cids = list(cids)
-        canonical = set(_canonical_positions(cids))
+        self.add_absent(list(cids))
+
+    def add_absent(self, cids: Sequence[str]) -> list[bool]:
+        """Add ``cids``; for each, whether the set held it before this call (a CID twice in
+        ``cids`` is added once, and is False both times unless it was held)."""
+        found, canonical, digests = self._lookup(cids)
+        every = len(canonical) == len(cids)
+        row_of = None if every else {i: j for j, i in enumerate(canonical)}
+        rows: list[int] = []
+        recent, odd = self._recent, self._odd
         for i, cid in enumerate(cids):
-            (self._recent if i in canonical else self._odd).add(cid)
-        if len(self._recent) >= RUN:
+            if found[i] or cid in recent or cid in odd:
+                continue
+            j = i if row_of is None else row_of.get(i)
+            if j is None:
+                odd.add(cid)
+            else:
+                recent.add(cid)
+                rows.append(j)
+        if rows:
+            assert digests is not None
+            self._waiting.append(digests if len(rows) == len(digests) else digests[rows])
+        if len(recent) >= RUN:
             self._seal()
+        return found
+
+    def _lookup(self, cids: Sequence[str]) -> tuple[list[bool], list[int], np.ndarray | None]:
+        """Whether each of ``cids`` is held, the positions of the canonical ones, and
+        their (n, 32) digests."""
+        recent, odd = self._recent, self._odd
+        found = [cid in recent or cid in odd for cid in cids]
+        canonical, digests = _canonical_digests(cids)
+        if not self._prefixes or digests is None:
+            return found, canonical, digests
+        prefixes = _prefix_keys(digests)
+        order = np.argsort(prefixes)  # needles in order: each search starts where the last ended
+        prefixes, wanted = prefixes[order], digests[order]
+        hit = np.zeros(len(order), bool)
+        for run_prefixes, run_digests in zip(self._prefixes, self._digests, strict=True):
+            last = len(run_prefixes) - 1
+            low = np.minimum(np.searchsorted(run_prefixes, prefixes), last)
+            candidates = np.flatnonzero(run_prefixes[low] == prefixes)
+            if not len(candidates):
+                continue
+            rows = low[candidates]
+            hit[candidates] |= (run_digests[rows] == wanted[candidates]).all(axis=1)
+            following = np.minimum(rows + 1, last)
+            shared = candidates[(rows < last) & (run_prefixes[following] == prefixes[candidates])]
+            for j in shared:  # digests sharing a prefix: each compared
+                high = np.searchsorted(run_prefixes, prefixes[j], "right")
+                hit[j] |= bool((run_digests[low[j] : high] == wanted[j]).all(axis=1).any())
+        for j in order[hit]:
+            found[canonical[j]] = True
+        return found, canonical, digests
 
     def _seal(self) -> None:
         """Make the waiting CIDs a run, and merge runs of about the same size."""
-        texts = sorted(self._recent)
-        self._recent = set()
-        digests = _digests(texts)
-        prefixes = _prefix_keys(digests)
-        order = np.argsort(prefixes, kind="stable")
-        self._prefixes.append(prefixes[order])
-        self._digests.append(digests[order])
+        digests = np.concatenate(self._waiting)
+        self._recent, self._waiting = set(), []
+        self._push(_prefix_keys(digests), digests)
         while len(self._prefixes) > 1 and len(self._prefixes[-2]) <= len(self._prefixes[-1]):
             prefixes = np.concatenate([self._prefixes.pop(), self._prefixes.pop()])
             digests = np.concatenate([self._digests.pop(), self._digests.pop()])
-            order = np.argsort(prefixes, kind="stable")
-            self._prefixes.append(prefixes[order])
-            self._digests.append(digests[order])
-            del prefixes, digests, order
+            self._push(prefixes, digests)
+            del prefixes, digests
+
+    def _push(self, prefixes: np.ndarray, digests: np.ndarray) -> None:
+        order = np.argsort(prefixes, kind="stable")
+        self._prefixes.append(prefixes[order])
+        self._digests.append(digests[order])
 
 
-def _canonical_positions(cids: Sequence[str]) -> list[int]:
-    if is_canonical_cid_run(cids):
-        return list(range(len(cids)))
-    return [i for i, cid in enumerate(cids) if is_canonical_cid_run([cid])]
-
-
-def _digests(texts: Sequence[str]) -> np.ndarray:
-    """The (n, 32) digests of canonical text CIDs."""
-    return np.ascontiguousarray(cid_binary_grid(texts)[:, _PREFIX_LEN:])
+def _canonical_digests(cids: Sequence[str]) -> tuple[list[int], np.ndarray | None]:
+    """The positions of the canonical CIDs among ``cids`` and their (n, 32) digests."""
+    if set(map(len, cids)) == {CID_TEXT_LEN} and all(map(str.isascii, cids)):
+        sized: Sequence[int] = range(len(cids))
+        grid, canonical = checked_cid_grid(cids)
+    else:  # only texts of the right length and ASCII can be canonical
+        sized = [i for i, cid in enumerate(cids) if len(cid) == CID_TEXT_LEN and cid.isascii()]
+        grid, canonical = checked_cid_grid([cids[i] for i in sized])
+    if canonical.all():
+        positions, digests = list(sized), grid[:, _PREFIX_LEN:]
+    else:
+        positions, digests = np.asarray(sized, np.int64)[canonical].tolist(), grid[canonical][:, _PREFIX_LEN:]
+    if not positions:
+        return [], None
+    return positions, np.ascontiguousarray(digests)
 
 
 def _prefix_keys(digests: np.ndarray) -> np.ndarray:
