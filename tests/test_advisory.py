@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from auditor.verify.advisory import OUTLIER_Z, _outliers, instant_runoff
+from auditor.verify.advisory import OUTLIER_Z, _outliers, instant_runoff, weighted_instant_runoff
+from auditor.verify.answers import rankings
 
 
 def test_a_majority_in_the_first_round_wins_at_once() -> None:
@@ -56,3 +57,43 @@ def test_a_block_far_from_its_district_is_an_outlier() -> None:
     }
     found = _outliers(ballot, blocks)
     assert [o["block"] for o in found] == ["odd"] and found[0]["z"] > OUTLIER_Z
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.permutations(["a", "b", "c", "d"]).flatmap(
+                lambda p: st.integers(0, 4).map(lambda n: tuple(p[:n]))
+            ),
+            st.integers(1, 5),
+        ),
+        max_size=12,
+    )
+)
+def test_weighted_rankings_give_the_rounds_of_the_ballots_they_stand_for(
+    groups: list[tuple[tuple[str, ...], int]],
+) -> None:
+    ballots = [list(ranking) for ranking, n in groups for _ in range(n)]
+    assert weighted_instant_runoff(["a", "b", "c", "d"], groups) == instant_runoff(
+        ["a", "b", "c", "d"], ballots
+    )
+
+
+def test_the_advisory_reads_rankings_grouped() -> None:
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE answers (template VARCHAR, question VARCHAR, block VARCHAR, vote INT, "
+        "option VARCHAR, rank INT)"
+    )
+    rows = [
+        ("t", "q", "b1", 0, "x", 1),
+        ("t", "q", "b1", 0, "y", 2),
+        ("t", "q", "b1", 1, "x", 1),
+        ("t", "q", "b1", 1, "y", 2),
+        ("t", "q", "b2", 0, "y", 1),
+        ("t", "q", "b2", 1, None, None),
+    ]
+    con.executemany("INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?)", rows)
+    assert rankings(con, "t", "q") == [((), 1), (("x", "y"), 2), (("y",), 1)]

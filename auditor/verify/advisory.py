@@ -11,20 +11,30 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from auditor.verify.answers import question_counts, rankings
 from auditor.verify.context import Audit
 
-__all__ = ["OUTLIER_Z", "SMALL_BLOCK", "advise", "instant_runoff"]
+__all__ = ["OUTLIER_Z", "SMALL_BLOCK", "advise", "instant_runoff", "weighted_instant_runoff"]
 
 SMALL_BLOCK = 3  # members; below this a block's histogram all but reveals its votes
 OUTLIER_Z = 4.0  # |z| of a block's leading-candidate share against its district's
 
 
 def instant_runoff(candidates: Sequence[str], ballots: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
-    """Instant-runoff rounds over rankings (most preferred first).
+    """Instant-runoff rounds over rankings (most preferred first), one per ballot: see
+    :func:`weighted_instant_runoff`."""
+    return weighted_instant_runoff(candidates, Counter(tuple(b) for b in ballots).items())
+
+
+def weighted_instant_runoff(
+    candidates: Sequence[str], rankings: Iterable[tuple[Sequence[str], int]]
+) -> list[dict[str, Any]]:
+    """Instant-runoff rounds over rankings (most preferred first), each with the number
+    of ballots that gave it: a round costs the distinct rankings (a few hundred), not the
+    ballots (millions).
 
     Each round counts every ballot for its highest-ranked continuing candidate; a
     candidate with more than half of the ballots still counting wins; otherwise the
@@ -33,18 +43,19 @@ def instant_runoff(candidates: Sequence[str], ballots: Sequence[Sequence[str]]) 
     ascending order, so the result never depends on input order). Ballots that rank
     no continuing candidate are exhausted.
     """
+    groups = [(tuple(ranking), n) for ranking, n in rankings]
     continuing = sorted(set(candidates))
     rounds: list[dict[str, Any]] = []
     history: list[Counter[str]] = []
     while continuing:
         tally: Counter[str] = Counter({c: 0 for c in continuing})
         exhausted = 0
-        for ballot in ballots:
-            choice = next((c for c in ballot if c in tally), None)
+        for ranking, n in groups:
+            choice = next((c for c in ranking if c in tally), None)
             if choice is None:
-                exhausted += 1
+                exhausted += n
             else:
-                tally[choice] += 1
+                tally[choice] += n
         history.append(tally)
         live = sum(tally.values())
         entry: dict[str, Any] = {
@@ -104,8 +115,10 @@ def advise(audit: Audit) -> None:
         for q in template.questions:
             if q.type != "rank":
                 continue
-            ballots = rankings(audit.con, ballot["template"], q.code)
-            irv.append({"question": q.code, "rounds": instant_runoff([o.code for o in q.options], ballots)})
+            given = rankings(audit.con, ballot["template"], q.code)
+            irv.append(
+                {"question": q.code, "rounds": weighted_instant_runoff([o.code for o in q.options], given)}
+            )
         ballot["instantRunoff"] = irv
         if ballot["questions"]:
             question = ballot["questions"][0]["question"]

@@ -223,21 +223,23 @@ def block_histograms(
         yield histogram
 
 
-def rankings(con: duckdb.DuckDBPyConnection, template_cid: str, question: str) -> list[Sequence[str]]:
-    """Every valid ranking given for a rank question (most preferred first), one per
-    vote that answered it (an empty ranking included); equal rankings share one tuple."""
-    out: list[Sequence[str]] = []
-    for ranking, n in con.execute(
-        """
+def rankings(
+    con: duckdb.DuckDBPyConnection, template_cid: str, question: str
+) -> list[tuple[tuple[str, ...], int]]:
+    """Every distinct valid ranking given for a rank question (most preferred first; an
+    empty ranking included), with the number of votes that gave it, in ranking order."""
+    return [
+        (tuple(ranking), n)
+        for ranking, n in con.execute(
+            """
         SELECT ranking, count(*) FROM (
             SELECT coalesce(list(option ORDER BY rank) FILTER (WHERE option IS NOT NULL), []) AS ranking
             FROM answers WHERE template = ? AND question = ? GROUP BY block, vote
         ) GROUP BY ranking ORDER BY ranking
         """,
-        [template_cid, question],
-    ).fetchall():
-        out.extend([tuple(ranking)] * n)
-    return out
+            [template_cid, question],
+        ).fetchall()
+    ]
 
 
 def question_counts(
