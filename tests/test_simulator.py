@@ -366,7 +366,11 @@ ORACLES: dict[str, Callable[[Evidence, Path], bool]] = {
     "result-equivocation": lambda ev, _: max(Counter(r.body.template for r in ev["result"]).values()) > 1,
     "dispute-unresolved": lambda ev, _: any(d.body.key not in _member_blocks(ev) for d in ev["dispute"]),
     "dispute-confirmed": lambda ev, _: (
-        _tree_vs_accepted(ev)[0] < _tree_vs_accepted(ev)[1] and len(ev["dispute"]) > 2
+        any(
+            r.body.result == "accepted" and r.body.block not in {b.cid for b in ev["vote_block"]}
+            for r in ev["receipt"]
+        )
+        and len(ev["dispute"]) > 2
     ),
     "accessibility-ineligible": lambda ev, _: any(
         a.body.key not in _roll_keys(ev) for a in ev["accessibility_report"]

@@ -644,3 +644,20 @@ def test_a_tally_node_with_other_counts_shows_both(sims: Callable[[str | None], 
         got, expected = finding.evidence["got"], finding.evidence["expected"]
         assert isinstance(got, dict) and isinstance(expected, dict) and got != expected
         assert set(got) == set(expected)  # the same questions, other numbers
+
+
+def test_a_dispute_is_refuted_by_the_voters_counted_block_whatever_receipt_it_names(
+    clean: Path, sims: Callable[[str | None], Path]
+) -> None:
+    """§8 DSP-RESOLVED: refuted by evidence when the voter's block is counted. A counted
+    voter's dispute naming a receipt nobody published is refuted (before session 9 it was
+    "unresolved" and counted toward the runoff); a voter whose receipted block is missing
+    from the evidence has a confirmed dispute."""
+    assert not any(f.check == "DSP-RESOLVED" for f in _verify(clean).findings)
+    dangling = _verify(sims("dangling-ref"))
+    assert not any(f.check == "DSP-RESOLVED" for f in dangling.findings)
+    assert "REC-REF" in _failed(dangling) and _disputed(dangling) == _disputed(_verify(clean))
+    confirmed = _verify(sims("dispute-confirmed"))
+    [finding] = [f for f in confirmed.findings if f.check == "DSP-RESOLVED"]
+    assert finding.evidence["status"] == "confirmed" and "not in the evidence" in finding.message
+    assert sum(_disputed(confirmed).values()) > sum(_disputed(_verify(clean)).values())

@@ -636,7 +636,9 @@ class Simulation:
             if self.designated is not None and built.seq == self.designated.seq:
                 self.designated_cid = cid_to_binary(built.block_cid)
             self._first_member_of[built.receipts[0][0]] = built.first_member
-            self.sink.add("vote_block", built.block_cid, built.block_raw)
+            withheld = self.t == "dispute-confirmed" and self.designated_cid == cid_to_binary(built.block_cid)
+            if not withheld:  # tamper dispute-confirmed: a receipted block is missing (§8)
+                self.sink.add("vote_block", built.block_cid, built.block_raw)
             for cid, raw in built.receipts:
                 self.sink.add("receipt", cid, raw)
             if built.result == "accepted":

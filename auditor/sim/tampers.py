@@ -36,7 +36,9 @@ _ALL = [
     ),
     Tamper("schema-float", ("REC-SCHEMA",), "a record contains a floating-point number"),
     Tamper(
-        "dangling-ref", ("REC-REF", "DSP-RESOLVED"), "a dispute names a receipt CID that was never published"
+        "dangling-ref",
+        ("REC-REF",),
+        "a dispute names a receipt CID that was never published (its voter's block is counted: refuted)",
     ),
     Tamper("bad-signature", ("SIG-VALID",), "one tally node carries a signature that does not verify"),
     # authorities
@@ -177,8 +179,8 @@ _ALL = [
     ),
     Tamper(
         "dispute-confirmed",
-        ("DSP-RESOLVED", "TREE-ROOT"),
-        "an accepted block is left out of the tree and its member disputes",
+        ("DSP-RESOLVED", "TREE-ROOT", "REC-REF"),
+        "an accepted block is withheld from the evidence and left out of the tree; its member disputes",
     ),
     Tamper(
         "accessibility-ineligible",

@@ -1,9 +1,11 @@
 """After the count: DSP-RESOLVED, ACC-REPORTS and RUN-TRIGGER (spec §8, §10).
 
-A block is *included* when it is counted and the published tally tree covers it (when a
-tally tree exists for its template): a dispute is refuted by the disputer's key being a
-member of an included block, confirmed when the disputer's accepted block is not
-included, and unresolved otherwise. Runoff rules are evaluated on the recount.
+As §8 words it, a dispute is refuted by evidence when the voter's block is counted (the
+disputer's key is a member of a harvested block with a valid accepted receipt);
+otherwise it is confirmed when a receipted block is missing (its valid receipt accepted
+a block that is not in the evidence), and unresolved in every other case (D21). An
+accessibility report is negated the same way: by the voter's presence in a counted
+block. Runoff rules are evaluated on the recount.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ def _asked(audit: Audit) -> None:
     temp tables: the claims (``dsp``, ``acc``), the memberships of their keys
     (``asked_member``), the outcomes of their own signatures (``asked_sig``), the blocks
     their receipts name (``asked_blk``), the roll entries they name (``asked_eligible``),
-    the roll entries of the disputers' keys (``asked_voter``) and,
-    of the blocks among those, the included ones (``included``). Joined against the whole
+    the roll entries of the disputers' keys (``asked_voter``) and the counted blocks
+    among the memberships (``asked_counted``). Joined against the whole
     ``member``, ``sig_ok`` and ``eligible`` tables, a few hundred claims built hash tables
     over millions of rows (at a million voters the step peaked at 2,135 MB, D44); each
     table here is a semi-join whose build side is the claims."""
@@ -58,23 +60,25 @@ def _asked(audit: Audit) -> None:
         SELECT key, district FROM eligible WHERE key IN (SELECT key FROM dsp);
         """
     )
-    # A block is included when it is counted and the tally tree of its template covers it
-    # (when there is one); only the blocks a claim can ask about are judged.
+    # the counted blocks a claim can ask about: those of the claimants' keys
     con.execute(
         """
-        CREATE OR REPLACE TEMP TABLE included AS
-        SELECT c.cid FROM counted c JOIN vote_block b USING (cid)
-        WHERE c.cid IN (SELECT cid FROM asked_member
-                        UNION SELECT block FROM rcp WHERE cid IN (SELECT receipt FROM dsp))
-          AND (NOT EXISTS (SELECT 1 FROM tally_node t WHERE t.template = b.template AND t.election = $e)
-               OR c.cid IN (SELECT children[1] FROM tally_node t
-                            WHERE t."end" = t.start + 1 AND t.election = $e))
-        """,
-        election,
+        CREATE OR REPLACE TEMP TABLE asked_counted AS
+        SELECT cid FROM counted WHERE cid IN (SELECT cid FROM asked_member)
+        """
     )
 
 
-ASKED = ("dsp", "acc", "asked_member", "asked_sig", "asked_blk", "asked_eligible", "asked_voter")
+ASKED = (
+    "dsp",
+    "acc",
+    "asked_member",
+    "asked_sig",
+    "asked_blk",
+    "asked_eligible",
+    "asked_voter",
+    "asked_counted",
+)
 
 
 def check_disputes(audit: Audit) -> None:
@@ -89,9 +93,8 @@ def check_disputes(audit: Audit) -> None:
         SELECT d.cid, d.template, d.receipt, d.key, r.cid IS NOT NULL, coalesce(r.valid, false),
                r.result, r.block,
                EXISTS (SELECT 1 FROM asked_member m WHERE m.cid = r.block AND m.key = d.key),
-               EXISTS (SELECT 1 FROM asked_member m JOIN included i ON i.cid = m.cid WHERE m.key = d.key),
+               EXISTS (SELECT 1 FROM asked_member m JOIN asked_counted k USING (cid) WHERE m.key = d.key),
                EXISTS (SELECT 1 FROM asked_sig s WHERE s.cid = d.cid AND s.key = d.key AND s.ok),
-               coalesce(r.block IN (SELECT cid FROM included), false),
                (SELECT min(b.template) FROM asked_blk b WHERE b.cid = r.block),  -- null: block not harvested
                EXISTS (SELECT 1 FROM asked_voter v JOIN tpl t ON t.district = v.district
                        WHERE v.key = d.key AND t.cid = d.template)
@@ -101,14 +104,16 @@ def check_disputes(audit: Audit) -> None:
     )
     f.checked("DSP-RESOLVED", len(rows), f"{len(rows)} disputes")
     for row in rows:
-        cid, named, receipt, key, found, valid, result, block, member, counted, signed, included = row[:12]
-        of_block, voter = row[12:]
+        cid, named, receipt, key, found, valid, result, block, member, counted, signed = row[:11]
+        of_block, voter = row[11:]
         who = b64u_encode(bytes(key))
         template = of_block or named  # spec §10 counts disputes per template: the block's
         if not signed:
             status, why = "invalid", f"it is not validly signed by the disputer's key {who}"
         elif of_block is not None and of_block != named:
             status, why = "invalid", f"it names template {named}, but the receipt's block is for {of_block}"
+        elif counted:
+            continue  # refuted by evidence: the voter's key is a member of a counted block
         elif of_block is None and not voter:
             # spec §10 counts disputes of registrants: with no block to show the disputer's
             # membership, the key must at least be an eligible voter of the template's district
@@ -122,19 +127,18 @@ def check_disputes(audit: Audit) -> None:
                     else f"its receipt {receipt} is not in the evidence"
                 ),
             )
-        elif not found:  # before refuting: the claim names a receipt nobody can see
+        elif not found:
             status, why = (
                 "unresolved",
-                f"its receipt {receipt} is not in the evidence, so the claim cannot be checked",
+                f"its receipt {receipt} is not in the evidence and no counted block holds the voter {who}",
             )
-        elif counted:
-            continue  # refuted: the voter's key is in a counted block the tally covers
         elif not member and of_block is not None:
             status, why = "invalid", f"the disputer {who} is not a member of block {block}"
-        elif valid and result == "accepted" and not included:
+        elif valid and result == "accepted" and of_block is None:
             status, why = (
                 "confirmed",
-                f"receipt {receipt} accepted block {block}, but the tally does not include that block",
+                f"receipt {receipt} accepted block {block}, which is not in the evidence, and no counted "
+                f"block holds the voter {who}",
             )
         else:
             state = "a valid" if valid else "an invalid"
@@ -152,7 +156,7 @@ def check_disputes(audit: Audit) -> None:
                EXISTS (SELECT 1 FROM asked_eligible e JOIN tpl t ON t.district = e.district
                        WHERE e.cid = a.registrant AND e.key = a.key AND t.cid = a.template),
                EXISTS (SELECT 1 FROM asked_sig s WHERE s.cid = a.cid AND s.key = a.key AND s.ok),
-               EXISTS (SELECT 1 FROM asked_member m JOIN included i ON i.cid = m.cid WHERE m.key = a.key)
+               EXISTS (SELECT 1 FROM asked_member m JOIN asked_counted k USING (cid) WHERE m.key = a.key)
         FROM acc a ORDER BY a.cid
         """
     )
