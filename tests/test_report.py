@@ -10,6 +10,7 @@ import stat
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,12 +26,13 @@ from auditor.errors import InputError
 from auditor.harvest import ArchiveSource, harvest
 from auditor.model.encoding import jcs, parse_json
 from auditor.report import keys as report_keys
-from auditor.report.body import report_body
+from auditor.report.body import ballot_verdicts, report_body
 from auditor.report.pades import sign_pdf, verify_pdf
 from auditor.report.render import Fetches, html_report, pdf_report
 from auditor.report.signed import format_digest, normalize_printed, report_digest, sign_report, verify_report
 from auditor.trust import load_trust
 from auditor.verify.engine import Verification, verify_store
+from auditor.verify.findings import Finding
 
 NOW = 1_790_000_000_000
 
@@ -630,3 +632,34 @@ def test_a_voters_hostile_text_answer_is_shown_as_text_end_to_end(
     assert "<img" not in html and "&lt;img src=" in html
     assert _Counter.hits == []
     assert "<img src=" in " ".join(_pdf_text((tmp_path / "a" / "report.pdf").read_bytes(), tmp_path).split())
+
+
+def test_a_critical_failure_about_a_template_of_no_ballot_marks_its_districts_ballot(
+    sims: Callable[[str | None], Path],
+) -> None:
+    """The losing side of a template equivocation is no ballot of the report: its TPL-VALID
+    failure counts against the ballot of its district (a review found it counted against
+    none, leaving that ballot "verified")."""
+    body = _body(sims("template-equivocation"))
+    failing = [f for f in body["findings"] if f["check"] == "TPL-VALID"]
+    assert failing
+    ballots = body["ballots"]
+    bad = [b for b in ballots if b["verdict"] == "not-verified"]
+    assert bad and all("TPL-VALID" in b["failedChecks"] for b in bad)
+    assert len(bad) < len(ballots)  # the other districts' ballots are untouched
+
+
+def test_ballot_verdicts_send_a_finding_about_an_unknown_template_to_every_ballot(clean: Path) -> None:
+    verification = _verify(clean)
+    ballots = {b["template"]: b["district"] for b in verification.ballots}
+    one = next(iter(ballots))
+    outcomes = [replace(o, status="fail", failures=1) if o.id == "TPL-VALID" else o for o in verification.outcomes]
+    forged = replace(
+        verification, findings=[Finding("TPL-VALID", "critical", one, "synthetic", {})], outcomes=outcomes
+    )
+    unknown = ballot_verdicts(forged, {one: "bafy-no-such-template"}, ballots, {})
+    assert all(verdict == "not-verified" for verdict, _ in unknown.values())
+    own = ballot_verdicts(forged, {one: one}, ballots, {})
+    assert [t for t, (verdict, _) in own.items() if verdict == "not-verified"] == [one]
+    same_district = ballot_verdicts(forged, {one: "bafy-older"}, ballots, {"bafy-older": ballots[one]})
+    assert [t for t, (verdict, _) in same_district.items() if verdict == "not-verified"] == [one]

@@ -127,28 +127,51 @@ def _templates_of(con: duckdb.DuckDBPyConnection, subjects: Iterable[str]) -> di
     return {cid: next(iter(ts)) for cid, ts in found.items() if len(ts) == 1}
 
 
+def _districts_of(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Every harvested template's district (a template published with two districts under
+    one CID cannot be: its bytes are one record)."""
+    if not _has(con, "ballot_template"):
+        return {}
+    return {cid: district for cid, district in con.execute("SELECT cid, district FROM ballot_template").fetchall()}
+
+
 def ballot_verdicts(
-    verification: Verification, templates: dict[str, str], ballot_templates: Iterable[str]
+    verification: Verification,
+    templates: dict[str, str],
+    ballot_districts: dict[str, str | None],
+    districts: dict[str, str] | None = None,
 ) -> dict[str, tuple[str, list[str]]]:
     """Each ballot's verdict (spec §11) and the checks that decided it: not-verified when a
     critical check fails for it or for the election as a whole, with warnings when only
     error or warning checks fail.
 
     A failure counts against one ballot only when every finding of that check names a
-    record of that ballot's template (``templates``: subject CID -> template). A check that
-    failed or could not run without such findings, or that failed more often than it kept
-    findings, counts against every ballot: when in doubt, the stricter verdict.
+    record of that ballot's template (``templates``: subject CID -> template). A finding
+    about another template (the losing side of an equivocation, an earlier revision's
+    template: ``districts`` maps every template to its district) counts against the
+    ballot of that template's district, and against every ballot when its district has
+    none or is not known. A check that failed or could not run without such findings, or
+    that failed more often than it kept findings, counts against every ballot: when in
+    doubt, the stricter verdict.
     """
     by_check: dict[str, list[Finding]] = defaultdict(list)
     for f in verification.findings:
         by_check[f.check].append(f)
-    ballots = list(ballot_templates)
+    ballots = list(ballot_districts)
+    districts = districts or {}
     against: dict[str, dict[str, str]] = {b: {} for b in ballots}  # template -> check -> severity
 
     def mark(template: str | None, check: str, severity: str) -> None:
-        for b in ballots if template is None else [template]:
-            if b in against:
-                against[b][check] = severity
+        if template is None:
+            targets = ballots
+        elif template in against:
+            targets = [template]
+        else:
+            district = districts.get(template)
+            targets = [b for b in ballots if district is not None and ballot_districts[b] == district]
+            targets = targets or ballots  # a template of no ballot's district: every ballot
+        for b in targets:
+            against[b][check] = severity
 
     for outcome in verification.outcomes:
         if outcome.severity not in FAILING or outcome.status == "pass":
@@ -187,11 +210,12 @@ def report_body(verification: Verification, store_root: Path, *, now: int | None
         evidence = evidence_summary(con)
         subjects = [f.subject for f in verification.findings if f.subject]
         templates = _templates_of(con, subjects)
+        districts = _districts_of(con)
         info = _election_info(con, verification.election)
         ballots = verification.ballots or _unrecounted_ballots(con, verification.election)
     finally:
         con.close()
-    verdicts = ballot_verdicts(verification, templates, [b["template"] for b in ballots])
+    verdicts = ballot_verdicts(verification, templates, {b["template"]: b.get("district") for b in ballots}, districts)
     rules = catalog()
     body: dict[str, Any] = {
         "election": verification.election,
