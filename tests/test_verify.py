@@ -21,7 +21,7 @@ from auditor.cli import main
 from auditor.crypto.ed25519 import SigningKey, sign_digest
 from auditor.errors import InputError
 from auditor.harvest import ArchiveSource, harvest
-from auditor.model.encoding import b64u_encode, jcs
+from auditor.model.encoding import b64u_encode, jcs, parse_json
 from auditor.model.envelope import record_digest
 from auditor.rules import catalog
 from auditor.sim.election import SimConfig, simulate
@@ -146,6 +146,7 @@ def test_tampering_fails_its_checks(name: str, sims: Callable[[str | None], Path
     for finding in result.findings:
         assert finding.message and finding.check in CHECK_IDS
         assert isinstance(finding.evidence.get("records"), list)
+        parse_json(jcs(finding.to_json()))  # a §2 value: the report body is a record
 
 
 def test_an_equivocation_finding_carries_both_signed_records(sims: Callable[[str | None], Path]) -> None:
@@ -661,3 +662,29 @@ def test_a_dispute_is_refuted_by_the_voters_counted_block_whatever_receipt_it_na
     [finding] = [f for f in confirmed.findings if f.check == "DSP-RESOLVED"]
     assert finding.evidence["status"] == "confirmed" and "not in the evidence" in finding.message
     assert sum(_disputed(confirmed).values()) > sum(_disputed(_verify(clean)).values())
+
+
+def test_a_registrant_of_a_district_with_a_non_ascii_name_fails_the_roll_in_a_reportable_finding(
+    tmp_path: Path, clean: Path
+) -> None:
+    """A registrant's district is free text; the roll's counts are keyed by ASCII member
+    names (§2). The finding must still be a valid record body (a review found its
+    evidence keyed by district names, which made the report itself unparseable)."""
+    key = SigningKey.derive("a voter of Z\u00fcrich".encode())
+    registrant = _records(clean, "registrant")[0]
+    body = dict(registrant["body"], key=key.public_b64u, district="Z\u00fcrich")  # type: ignore[call-overload]
+    raw = jcs(
+        {
+            "v": 1,
+            "type": "registrant",
+            "body": body,
+            "signatures": [sign_digest(key, record_digest("registrant", body))],
+            "timestamps": [],
+        }
+    )
+    result = _with_extra(tmp_path, clean, {"zurich.json": raw})
+    roll = [f for f in result.findings if f.check == "REG-ROLL"]
+    counts = [f for f in roll if "district counts" in f.message]
+    assert counts and {"district": "Z\u00fcrich", "roll": 0, "harvested": 1} in counts[0].evidence["districts"]
+    for f in result.findings:
+        parse_json(jcs(f.to_json()))  # every finding is a valid §2 value

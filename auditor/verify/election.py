@@ -316,8 +316,9 @@ def check_roll(audit: Audit) -> None:
             roll.cid,
             "the roll's district counts differ from the harvested registrants in "
             + ", ".join(f"{d} (roll {stated.get(d, 0):,}, harvested {counts.get(d, 0):,})" for d in differ),
-            got=stated,
-            expected=counts,
+            # pairs, not objects keyed by district: a registrant's district is free text,
+            # and member names must be ASCII (§2) for the report to be a record itself
+            districts=[{"district": d, "roll": stated.get(d, 0), "harvested": counts.get(d, 0)} for d in differ],
         )
 
 
