@@ -128,6 +128,38 @@ def test_the_report_body_is_the_same_whatever_the_harvest_order_sources_and_work
         assert _body(stores[name], election, workers=2) == reference, f"the body from {name} differs"
 
 
+def test_set_aside_bytes_give_the_same_body_wherever_and_however_often_they_were_found(
+    tmp_path: Path, election: Path
+) -> None:
+    """§11: the same evidence gives the same body. A malformed record and bytes that do not
+    match the CID their name claims, harvested from folders at other paths, and seen
+    twice in one of them, give the same findings and the same quarantined count (a review
+    found the archive's absolute path in the findings and every sighting counted)."""
+    records = sorted((election / "records").rglob("*.json"))
+    wrong_cid = records[0].name  # a name claiming a CID, holding another record's bytes
+    bad = {"broken.json": b'{"v": 1, "type": ', wrong_cid: records[1].read_bytes()}
+
+    def folder(root: Path, copies: int) -> Path:
+        for i in range(copies):
+            for name, raw in bad.items():
+                path = root / f"bad{i}" / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(raw)
+        return root
+
+    bodies = []
+    for name, copies in (("first/place", 1), ("elsewhere", 2)):
+        store = tmp_path / name / "store"
+        harvest([ArchiveSource(election / "evidence.car"), ArchiveSource(folder(tmp_path / name / "in", copies))], store)
+        bodies.append(_body(store, election))
+    assert bodies[0] == bodies[1]
+    body = parse_json(bodies[0])
+    assert body["evidence"]["quarantined"] == 2
+    set_aside = [f for f in body["findings"] if f["check"] in ("REC-CID", "REC-SCHEMA")]
+    assert {f["check"] for f in set_aside} == {"REC-CID", "REC-SCHEMA"}
+    assert all(str(tmp_path) not in f["message"] and "archive" in f["message"] for f in set_aside)
+
+
 # ---------------------------------------------------------------------------- nothing runs
 
 

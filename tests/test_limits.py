@@ -228,8 +228,20 @@ def test_a_malformed_rank_template_cannot_take_all_memory() -> None:
             "questions": [question],
         }
     )
-    assert template.problems()  # TPL-VALID: max exceeds its options
-    assert zero(template)["q"]["options"] == {"o0": [0, 0], "o1": [0, 0]}
+    assert template.problems()  # TPL-VALID: max over the limit of options (D35)
+    assert zero(template)["q"]["options"] == {"o0": [0] * MAX_OPTIONS, "o1": [0] * MAX_OPTIONS}
+
+
+def test_a_rank_question_keeps_max_counters_even_above_its_options() -> None:
+    """§6: a rank entry counts ranks 1..max; max above the options is unreachable, not
+    malformed (§4.5 sets no bound), and the ranks past the options stay 0."""
+    question = dict(_question("q", 2), type="rank", max=3)
+    template = BallotTemplate.parse(
+        {"election": CID, "authority": CID, "administration": CID, "district": "d", "revision": 1,
+         "questions": [question]}
+    )  # fmt: skip
+    assert template.problems() == []
+    assert zero(template)["q"]["options"] == {"o0": [0, 0, 0], "o1": [0, 0, 0]}
 
 
 def test_answers_and_values_per_vote_entry() -> None:

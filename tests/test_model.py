@@ -768,7 +768,9 @@ QUESTION_CASES = [
     ),
     ("min > max", _question(min=2, max=1), "min 2 > max 1"),
     ("text min > max", _question(type_="text", min=10, max=5), "min 10 > max 5"),
-    ("rank max > options", _question(type_="rank", max=3), "max 3 exceeds its 2 options"),
+    ("rank max > options: unreachable, not malformed (§4.5)", _question(type_="rank", max=3), None),
+    ("select max > options", _question(max=5), None),
+    ("rank max over the limit", _question(type_="rank", max=1025), "max 1,025 is over the limit of 1,024 (D35)"),
 ]
 
 

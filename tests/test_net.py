@@ -9,14 +9,17 @@ that waits for a timeout stays within a few seconds.
 from __future__ import annotations
 
 import dataclasses
+import http.server
 import io
 import json
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -356,3 +359,57 @@ def test_a_node_serving_a_directory_announces_only_typed_records(
     (tmp_path / "trust.toml").write_text("[authorities]\n")
     served = load_content(tmp_path)
     assert [r.cid for r in served.records] == [first.cid] and set(served.by_cid) == {first.cid}
+
+
+class _ZeroBasedLog(http.server.BaseHTTPRequestHandler):
+    """A §7.1 node whose log starts at seq 0 (the spec does not say where seq starts): it
+    answers ``after=k`` with the entries above k, and no ``after`` with the whole log."""
+
+    content: ClassVar[NodeContent]
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        url = urllib.parse.urlsplit(self.path)
+        query = urllib.parse.parse_qs(url.query)
+        if url.path == "/v1/log":
+            after = int(query["after"][0]) if "after" in query else None
+            lines = [
+                json.dumps({"seq": seq, "cid": r.cid, "type": r.type}).encode() + b"\n"
+                for seq, r in enumerate(self.content.records)
+                if after is None or seq > after
+            ]
+            self._answer(200, b"".join(lines))
+        elif url.path.startswith("/ipfs/") and url.path[6:] in self.content.by_cid:
+            self._answer(200, self.content.by_cid[url.path[6:]])
+        else:
+            self._answer(404, b"")
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
+        pass
+
+
+def test_a_log_whose_seq_starts_at_zero_loses_nothing(
+    content: NodeContent, reference: Path, tmp_path: Path
+) -> None:
+    """The first page is asked for without ``after``: a review found ``after=0`` skipped
+    the record at seq 0 of such a node, silently."""
+    handler = type("Handler", (_ZeroBasedLog,), {"content": content})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        source = HttpNodesSource([url], _options(bulk=False, page=50))
+        _, stats = harvest([source], tmp_path / "ev")
+        assert stats.quarantined == 0 and _cids(tmp_path / "ev") == _cids(reference)
+        store = EvidenceStore(tmp_path / "ev", create=False)
+        assert json.loads(store.cursor(source.name) or "") == {url: len(content) - 1}
+        _, again = harvest([source], tmp_path / "ev")  # resumes after the last seq: nothing new
+        assert again.read == 0
+    finally:
+        server.shutdown()
+        server.server_close()

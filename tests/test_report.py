@@ -228,6 +228,9 @@ def test_a_report_missing_a_check_or_a_signature_is_invalid(
     assert any("every check id" in p for p in verify_report(sign_report(body, keys.auditor)).problems)
     unsigned = jcs({"v": 1, "type": "validation_report", "body": body, "signatures": [], "timestamps": []})
     assert any("not signed" in p for p in verify_report(unsigned).problems)
+    signed = parse_json(sign_report(body, keys.auditor))
+    boolean = jcs(dict(signed, v=True))  # true == 1 in Python: still not version 1
+    assert any("version-1" in p for p in verify_report(boolean).problems)
 
 
 def test_the_body_is_reproducible_across_runs_worker_counts_and_harvest_orders(

@@ -758,6 +758,10 @@ def test_the_verifier_imports_only_the_standard_library_and_pynacl() -> None:
     third_party = {m.split(".")[0] for m in loaded} - set(sys.stdlib_module_names) - {"auditor"}
     assert third_party <= {"nacl", "_sodium", "_cffi_backend"}, third_party  # PyNaCl's cffi binding
     banned = ("duckdb", "polars", "pyarrow", "weasyprint", "cryptography", "asn1crypto", "click", "rich")
+    from auditor.limits import MAX_OPTIONS
+    from auditor.slice.core import MAX_RANKS
+
+    assert MAX_RANKS == MAX_OPTIONS  # the bound repeated in core, so as not to import limits
     assert not [m for m in loaded if m.split(".")[0] in banned]
 
 

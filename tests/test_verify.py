@@ -506,6 +506,73 @@ def test_a_block_of_strangers_with_an_unsigned_receipt_does_not_widen_the_error_
     assert _margins(result) == _margins(_verify(clean))
 
 
+def test_copies_with_their_timestamps_stripped_are_as_proven_as_the_original(
+    tmp_path: Path, clean: Path
+) -> None:
+    """Tokens cover the digest (§3) and copies are one record (D26): anyone can publish a
+    record's body and signatures without its tokens. Such a copy takes the proven time of
+    its content; a review found each stripped copy failed its timing checks."""
+    extra = {}
+    kinds = ("election_revision", "ballot_template", "registration_roll", "result", "receipt", "block_tree")
+    for record_type in kinds:
+        record = next(r for r in _records(clean, record_type) if r["timestamps"])
+        extra[f"stripped-{record_type}.json"] = jcs(dict(record, timestamps=[]))  # type: ignore[call-overload]
+    result = _with_extra(tmp_path, clean, extra)
+    assert result.verdict == "verified", [f.message for f in result.findings if f.severity != "info"][:5]
+    assert _failed(result) == _failed(_verify(clean))
+
+
+def test_bad_signatures_on_another_elections_records_are_not_this_elections_failure(
+    tmp_path: Path, clean: Path
+) -> None:
+    """SIG-VALID covers the records in use (§8): a node serving several elections hands us
+    their records too. A bad signature on a record naming another election is not a
+    failure of this one; the same record naming this election is."""
+    other = "bagaaiera" + "a" * 51 + "q"  # a canonical CID of no record here
+    receipt = _records(clean, "receipt")[0]
+    foreign = dict(receipt, body=dict(receipt["body"], election=other))  # type: ignore[call-overload]
+    result = _with_extra(tmp_path / "foreign", clean, {"foreign.json": jcs(foreign)})
+    assert "SIG-VALID" not in _failed(result), [f.message for f in result.findings if f.check == "SIG-VALID"]
+    tampered = dict(receipt, body=dict(receipt["body"], received=receipt["body"]["received"] + 1))  # type: ignore[call-overload, index, operator]
+    ours = _with_extra(tmp_path / "ours", clean, {"ours.json": jcs(tampered)})
+    assert "SIG-VALID" in _failed(ours)
+
+
+def test_a_valid_receipt_rejecting_another_elections_block_as_invalid_is_consistent(
+    tmp_path: Path, clean: Path
+) -> None:
+    """§8 RCP-CONSISTENT: invalid ⇒ the block fails a check. A block of another election is
+    no valid block of this one; a review found the receipt reported as rejecting a block
+    that "is not in the evidence"."""
+    from auditor.crypto.rfc3161 import parse_token
+    from auditor.model.encoding import b64u_decode, cid_of
+    from tests.conftest import TAMPER_SEED
+
+    from auditor.sim.blocks import receipt_key, tsa_seed
+    from auditor.sim.tsa import TestTsa
+
+    other = "bagaaiera" + "a" * 51 + "q"
+    block = _records(clean, "vote_block")[0]
+    foreign = dict(block, body=dict(block["body"], election=other))  # type: ignore[call-overload]
+    receipt = _records(clean, "receipt")[0]
+    body = dict(receipt["body"], block=cid_of(jcs(foreign)), result="invalid", registrants=[])  # type: ignore[call-overload]
+    digest = record_digest("receipt", body)
+    when = parse_token(b64u_decode(receipt["timestamps"][0])).gen_time_ms  # type: ignore[index]
+    token = TestTsa(tsa_seed(TAMPER_SEED)).issue(digest, when, 9_000_001)
+    forged = {
+        "v": 1,
+        "type": "receipt",
+        "body": body,
+        "signatures": [sign_digest(receipt_key(TAMPER_SEED), digest)],
+        "timestamps": [b64u_encode(token)],
+    }
+    result = _with_extra(tmp_path, clean, {"foreign-block.json": jcs(foreign), "receipt.json": jcs(forged)})
+    assert "RCP-VALID" not in _failed(result)  # the forged receipt is valid: the test means it
+    assert "RCP-CONSISTENT" not in _failed(result), [
+        f.message for f in result.findings if f.check == "RCP-CONSISTENT"
+    ]
+
+
 def _registrant(clean: Path, key: SigningKey, signer: SigningKey, later_ms: int = 0) -> bytes:
     """A registrant like the election's first, registering ``key``, ``later_ms`` after it,
     signed by ``signer``."""

@@ -123,9 +123,10 @@ def zero(template: BallotTemplate) -> Histogram:
         elif q.type == "select":
             result[q.code] = {"type": "select", "ballots": 0, "options": {o.code: 0 for o in q.options}}
         elif q.type == "rank":
-            # q.max counters (D8); a template in use has max ≤ its options (TPL-VALID), and
-            # the bound keeps a malformed one (max 2^53 - 1) from taking all memory.
-            ranks = min(q.max, len(q.options))
+            # q.max counters (§6, D8), even where max exceeds the options (those ranks stay
+            # 0); a template in use has max ≤ MAX_OPTIONS (TPL-VALID, D35), and the bound
+            # keeps a malformed one (max 2^53 - 1) from taking all memory.
+            ranks = min(q.max, MAX_OPTIONS)
             result[q.code] = {
                 "type": "rank",
                 "ballots": 0,

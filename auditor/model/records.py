@@ -273,8 +273,13 @@ class Question(Struct):
                 found.append(f"question {self.code}: a {self.type} question has a score range")
             if self.min > self.max:
                 found.append(f"question {self.code}: min {self.min} > max {self.max}")
-            if self.type in ("select", "rank") and self.max > len(codes):
-                found.append(f"question {self.code}: max {self.max} exceeds its {len(codes)} options")
+            # §4.5 sets no bound of max by the options (a max above them only cannot be
+            # reached); a rank histogram keeps max counters an option (§6), so max is held
+            # to the limit on options of one question (D35)
+            if self.type in ("select", "rank") and self.max > MAX_OPTIONS:
+                found.append(
+                    f"question {self.code}: max {self.max:,} is over the limit of {MAX_OPTIONS:,} (D35)"
+                )
         return found
 
 

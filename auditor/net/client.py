@@ -181,7 +181,7 @@ class _Entry(NamedTuple):
     cid: str
 
 
-def parse_log_page(body: bytes, after: int) -> tuple[list[_Entry], str | None]:
+def parse_log_page(body: bytes, after: int | None) -> tuple[list[_Entry], str | None]:
     """The entries of a ``/v1/log`` answer (spec §7.1), and what was wrong with it, if anything.
 
     Each non-empty line must be a JSON object (at most MAX_LOG_LINE_BYTES, strict JSON as
@@ -203,8 +203,9 @@ def parse_log_page(body: bytes, after: int) -> tuple[list[_Entry], str | None]:
         problem = None
         if not isinstance(item, dict):
             problem = "not a JSON object"
-        elif type(item.get("seq")) is not int or item["seq"] <= last:
-            problem = f"seq {str(item.get('seq'))[:40]!r}, expected an integer above {last}"
+        elif type(item.get("seq")) is not int or (last is not None and item["seq"] <= last):
+            above = "" if last is None else f" above {last}"
+            problem = f"seq {str(item.get('seq'))[:40]!r}, expected an integer{above}"
         elif not is_cid_text(item.get("cid")):
             problem = f"cid {str(item.get('cid'))[:80]!r}, expected a CID (bagaaiera…)"
         if problem is not None:
@@ -213,6 +214,11 @@ def parse_log_page(body: bytes, after: int) -> tuple[list[_Entry], str | None]:
         last = item["seq"]
         entries.append(_Entry(last, item["cid"]))
     return entries, None
+
+
+def _after(after: int | None) -> str:
+    """The ``after=<seq>&`` of a §7.1 query; nothing for a log read from its start."""
+    return "" if after is None else f"after={after}&"
 
 
 class _Reply(NamedTuple):
@@ -261,7 +267,9 @@ class _RunState:
     def __init__(self, nodes: list[_Node], cursor: dict[str, int]) -> None:
         self.nodes = nodes
         self.committed = dict(cursor)  # cursors of nodes not in this run are kept as they are
-        self.position = {n.url: cursor.get(n.url, 0) for n in nodes}  # where each log is read to
+        # where each log is read to; None: from its start (§7.1 does not say where seq starts,
+        # so the first page is asked for without `after`)
+        self.position: dict[str, int | None] = {n.url: cursor.get(n.url) for n in nodes}
         self.frozen: set[str] = set()  # nodes with a record no node served: their cursor stays
         self.ended: set[str] = set()  # nodes whose log is read to the end (or given up) this run
         self.settled: set[str] = set()  # CIDs fetched or given up this run
@@ -294,7 +302,7 @@ class HttpNodesSource:
         except ValueError as e:
             value = e
         if not isinstance(value, dict) or not all(
-            isinstance(k, str) and type(v) is int and v >= 0 for k, v in value.items()
+            isinstance(k, str) and type(v) is int for k, v in value.items()
         ):
             raise InputError(
                 f"the stored cursor of source {self.name} is {after[:200]!r}, expected a JSON object "
@@ -365,7 +373,7 @@ class HttpNodesSource:
         self.report.rounds += 1
         position = state.position
         # 1. A log page from every node still being read, in parallel.
-        pages: dict[str, tuple[_Node, int, list[_Entry]]] = {}
+        pages: dict[str, tuple[_Node, int | None, list[_Entry]]] = {}
         for node, (page, complete) in zip(
             active, pool.map(lambda n: self._log_page(n, position[n.url]), active), strict=True
         ):
@@ -397,7 +405,10 @@ class HttpNodesSource:
             if hole is None:
                 committed[url] = page[-1].seq
             else:
-                committed[url] = page[hole - 1].seq if hole > 0 else after
+                if hole > 0:
+                    committed[url] = page[hole - 1].seq
+                elif after is not None:
+                    committed[url] = after
                 state.frozen.add(url)
         # 5. In log order; the round's last record carries the new cursor, as by then
         #    every record of the round has been delivered.
@@ -476,10 +487,12 @@ class HttpNodesSource:
 
     # ------------------------------------------------------------------ the log
 
-    def _log_page(self, node: _Node, after: int) -> tuple[list[_Entry], bool]:
-        """A page of the node's log after ``after``, and whether the node's log may go on."""
+    def _log_page(self, node: _Node, after: int | None) -> tuple[list[_Entry], bool]:
+        """A page of the node's log after ``after`` (None: from its start), and whether the
+        node's log may go on."""
         limit = self.options.page
-        reply = self._get(node, f"/v1/log?after={after}&limit={limit}", limit * _MAX_LOG_LINE + 65536)
+        query = f"/v1/log?{_after(after)}limit={limit}"
+        reply = self._get(node, query, limit * _MAX_LOG_LINE + 65536)
         if reply is None:
             node.report.log_error = node.report.last_error or "no answer"
             return [], False
@@ -490,7 +503,7 @@ class HttpNodesSource:
         node.report.log_entries += len(entries)
         if problem is not None:
             node.report.log_error = (
-                f"GET /v1/log?after={after}: {problem}; the rest of this node's log is ignored"
+                f"GET {query}: {problem}; the rest of this node's log is ignored"
             )
             node.failed(node.report.log_error)
             return entries, False
@@ -502,7 +515,7 @@ class HttpNodesSource:
         self,
         pool: ThreadPoolExecutor,
         nodes: list[_Node],
-        pages: dict[str, tuple[_Node, int, list[_Entry]]],
+        pages: dict[str, tuple[_Node, int | None, list[_Entry]]],
         announced: dict[str, list[_Node]],
     ) -> tuple[dict[str, RawRecord], dict[str, list[RawRecord]], dict[str, str]]:
         """Fetch ``announced``: the right bytes by CID, the wrong bytes seen, why some failed."""
@@ -534,7 +547,7 @@ class HttpNodesSource:
     def _bulk(
         self,
         node: _Node,
-        after: int,
+        after: int | None,
         limit: int,
         wanted: set[str],
         good: dict[str, RawRecord],
@@ -542,7 +555,7 @@ class HttpNodesSource:
         tried: dict[str, set[str]],
     ) -> None:
         """One ``/v1/car`` for a log page: keep each wanted block whose bytes hash to its CID."""
-        path = f"/v1/car?after={after}&limit={limit}"
+        path = f"/v1/car?{_after(after)}limit={limit}"
         reply = self._get(node, path, self.options.max_car_bytes)
         if reply is None or reply.status != 200:
             return  # 204, 404 or no answer: the records come one by one

@@ -80,14 +80,21 @@ def evidence_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     """``records`` and ``root``: the §5.3 Merkle root over the binary CIDs of every
     well-formed harvested record, sorted; anyone holding the same records gets the same
     root, whatever the order they were harvested in. Quarantined inputs are counted
-    apart (their bytes are not a record, or not the record they claimed to be)."""
+    apart (their bytes are not a record, or not the record they claimed to be), once per
+    distinct content."""
     # streamed, sorted by DuckDB: ten million voters' 12.5 million CIDs held as Python
     # bytes took 2.5 GB (the ten-million run of session 8)
     root, count = merkle.root_of_stream(
         sorted_cid_leaves(con, "(SELECT DISTINCT cid FROM envelopes)", "the harvested records")
     )
+    # distinct rejected contents, as REC-CID and REC-SCHEMA report them: not sightings,
+    # which grow with every archive or node that held the same bad bytes
     quarantined = (
-        con.execute("SELECT count(*) FROM quarantine").fetchone() if _has(con, "quarantine") else None
+        con.execute(
+            "SELECT count(*) FROM (SELECT DISTINCT check_id, claimed_cid, sha256(raw) FROM quarantine)"
+        ).fetchone()
+        if _has(con, "quarantine")
+        else None
     )
     return {
         "records": count,

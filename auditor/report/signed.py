@@ -86,7 +86,8 @@ def verify_report(data: bytes, trusted_key: str | None = None) -> ReportCheck:
     if not isinstance(obj, dict) or set(obj) != set(ENVELOPE_MEMBERS):
         problems.append("not a report envelope: expected exactly the members " + ", ".join(ENVELOPE_MEMBERS))
         return check
-    if obj["v"] != 1 or obj["type"] != REPORT_TYPE:
+    # `true == 1` in Python: the version must be the integer 1, not a boolean (spec §3)
+    if type(obj["v"]) is not int or obj["v"] != 1 or obj["type"] != REPORT_TYPE:
         problems.append(f"not a version-1 {REPORT_TYPE} envelope (v={obj['v']!r}, type={obj['type']!r})")
         return check
     body = obj["body"]

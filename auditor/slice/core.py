@@ -21,6 +21,10 @@ from typing import Any
 
 from auditor.errors import AuditError
 
+MAX_RANKS = 1024
+"""Rank counters of one histogram entry: ``auditor.limits.MAX_OPTIONS``, repeated here
+so that the verifier imports nothing else of vtaudit (tests/test_slice.py holds them equal)."""
+
 __all__ = [
     "ProofError",
     "Question",
@@ -437,7 +441,8 @@ def zero_histogram(questions: list[Question]) -> dict[str, Any]:
         elif q.type == "select":
             out[q.code] = {"type": "select", "ballots": 0, "options": {c: 0 for c, _ in q.options}}
         elif q.type == "rank":
-            out[q.code] = {"type": "rank", "ballots": 0, "options": {c: [0] * q.max for c, _ in q.options}}
+            ranks = min(q.max, MAX_RANKS)  # max counters (§6), bounded as in auditor.model.histogram
+            out[q.code] = {"type": "rank", "ballots": 0, "options": {c: [0] * ranks for c, _ in q.options}}
         else:
             out[q.code] = {
                 "type": "score",

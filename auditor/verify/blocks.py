@@ -304,15 +304,18 @@ def _check_consistency(audit: Audit, blocks: int) -> None:
         failures.append(
             (cid, block, f"receipt {cid} names registrant {b64u_encode(bytes(key))}, who {reason}")
         )
-    # invalid: the block fails a check (or could not even be read: it is in quarantine)
+    # invalid: the block fails a check (or could not even be read: it is in quarantine, or
+    # it is a block of another election, which is no valid block of this one)
     for cid, block, exists in audit.rows(
         f"""
         SELECT r.cid, r.block, r.block IN (SELECT cid FROM blk) AS harvested FROM rcp r
         WHERE r.valid AND r.result = 'invalid'
           AND r.block NOT IN (SELECT cid FROM blk_problem)
+          AND r.block NOT IN (SELECT cid FROM vote_block WHERE election IS DISTINCT FROM $e)
           AND (harvested OR r.block NOT IN {quarantined})
         ORDER BY r.cid
-        """
+        """,
+        {"e": audit.election.cid if audit.election is not None else None},
     ):
         why = (
             "passes every block check" if exists else "is not in the evidence, so its defect cannot be shown"

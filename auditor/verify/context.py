@@ -621,6 +621,7 @@ class Audit:
                 outcomes.append(self._token_outcomes(cids, idxs, types, results, proven))
         finally:
             stream.close()
+        self._prove_copies(proven)
         self.proven = proven
         self.findings.checked("TSA-TOKEN", tokens, f"{tokens:,} tokens")
         self.findings.checked("TSA-IMPRINT", tokens, f"{tokens:,} tokens")
@@ -637,6 +638,36 @@ class Audit:
         note = reuse_note(reused, tokens - reused) if self.cache else ""
         where = self.runner.describe(small=small)
         return f"{tokens:,} tokens{note}, {len(certs)} listed TSA certificates, {where}"
+
+    def _prove_copies(self, proven: dict[str, int]) -> None:
+        """Copies are one record (D26): tokens cover the digest, not the envelope, so each
+        copy's proven time is the latest valid genTime of any copy's tokens (spec §3). A
+        copy published with its timestamps stripped is as proven as the original, and a
+        copy with a later token makes the content late for every copy alike (D16)."""
+        if not proven:
+            return
+        table = pa.table(
+            {"cid": pa.array(list(proven), pa.string()), "t": pa.array(list(proven.values()), pa.int64())}
+        )
+        self.register("proven_own", table)
+        try:
+            # the digests with a proven copy (a few per timestamped record), then the
+            # copies whose time that changes: none at all in an election without copies
+            changed = self.rows(
+                """
+                WITH by_digest AS (
+                    SELECT e.digest, max(p.t) AS t
+                    FROM proven_own p JOIN envelopes e USING (cid) GROUP BY e.digest
+                )
+                SELECT DISTINCT e.cid, d.t
+                FROM envelopes e JOIN by_digest d USING (digest) LEFT JOIN proven_own p USING (cid)
+                WHERE p.t IS DISTINCT FROM d.t
+                """
+            )
+        finally:
+            self.con.unregister("proven_own")
+        for cid, t in changed:
+            proven[cid] = t
 
     def _token_outcomes(
         self,

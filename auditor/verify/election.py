@@ -87,8 +87,17 @@ def check_revisions(audit: Audit) -> None:
 
 
 def _valid_token_times(audit: Audit, cid: str) -> list[int]:
-    """genTimes of the valid tokens of a record (one query; revisions are few)."""
-    rows = audit.rows("SELECT t.gen_time FROM token_ok t WHERE t.cid = ? AND t.ok ORDER BY t.gen_time", [cid])
+    """genTimes of the valid tokens of a record and of its copies, which share its digest
+    and so its tokens' imprint (D26; one query, revisions are few; a store written before
+    the digest column has no digests to match, only the record's own tokens)."""
+    rows = audit.rows(
+        """
+        SELECT DISTINCT t.gen_time FROM token_ok t JOIN envelopes e USING (cid)
+        WHERE t.ok AND (t.cid = $cid OR e.digest IN (SELECT digest FROM envelopes WHERE cid = $cid))
+        ORDER BY t.gen_time
+        """,
+        {"cid": cid},
+    )
     return [r[0] for r in rows]
 
 

@@ -12,6 +12,7 @@ evidence. Wrong bytes inside an archive are the archive's own publication: they 
 from __future__ import annotations
 
 from auditor.model.encoding import b64u_encode
+from auditor.store.tables import TABLES
 from auditor.verify.context import Audit
 
 NETWORK_PREFIX = "http:"  # auditor.net.client names its source "http:<urls>"
@@ -41,41 +42,54 @@ REFERENCES: dict[str, tuple[str, ...]] = {
 
 
 def check_quarantine(audit: Audit) -> None:
+    """REC-CID and REC-SCHEMA for what the harvest set aside: one finding per distinct
+    rejected content (check, claimed CID, SHA-256 of the bytes kept), however many times
+    and wherever it was seen.
+
+    The report body must be the same for the same evidence (§11), so a finding names what
+    was wrong, the bytes' SHA-256 and size and the network nodes that served them (a node
+    serving wrong bytes is evidence about the network), never an archive's path on this
+    machine: where each copy was found stays in the store's quarantine table (D32)."""
     f = audit.findings
-    quarantined = audit.rows("SELECT count(*) FROM quarantine")[0][0]
-    for check in ("REC-CID", "REC-SCHEMA"):
-        f.checked(
-            check, audit.harvested + quarantined, f"{audit.harvested:,} records, {quarantined:,} set aside"
-        )
-    recovered = 0
-    for check, claimed, reason, sources, locations, size in audit.rows(
+    groups = audit.rows(
         """
-        SELECT check_id, claimed_cid, min(reason), list(DISTINCT source ORDER BY source),
-               list(DISTINCT location ORDER BY location), max(octet_length(raw))
+        SELECT check_id, claimed_cid, sha256(raw) AS digest, min(reason), max(octet_length(raw)),
+               list(DISTINCT source ORDER BY source) FILTER (WHERE starts_with(source, $net)),
+               bool_and(starts_with(source, $net))
         FROM quarantine
-        GROUP BY check_id, claimed_cid, CASE WHEN claimed_cid IS NULL THEN sha256(raw) END
-        ORDER BY check_id, claimed_cid
-        """
-    ):
+        GROUP BY check_id, claimed_cid, digest
+        ORDER BY check_id, claimed_cid, digest
+        """,
+        {"net": NETWORK_PREFIX},
+    )
+    for check in ("REC-CID", "REC-SCHEMA"):
+        f.checked(check, audit.harvested + len(groups), f"{audit.harvested:,} records, {len(groups):,} set aside")
+    recovered = 0
+    for check, claimed, digest, reason, size, nodes, network_only in groups:
         intact = (
             check == "REC-CID"
             and claimed is not None
             and audit.rows("SELECT count(*) FROM envelopes WHERE cid = ?", [claimed])[0][0] > 0
         )
-        if intact and all(source.startswith(NETWORK_PREFIX) for source in sources):
+        if intact and network_only:
             recovered += 1
             continue
         if intact:
-            reason += "; intact bytes for this CID were also obtained, but the archive itself holds these"
+            reason += "; intact bytes for this CID were also obtained, but an archive itself holds these"
         check_id = check if check in ("REC-CID", "REC-SCHEMA") else "REC-SCHEMA"
-        where = ", ".join(locations[:3]) + (f" and {len(locations) - 3} more" if len(locations) > 3 else "")
+        nodes = list(nodes or [])
+        served = f"; served by {', '.join(nodes[:3])}" if nodes else ""
+        if not network_only:
+            served += (" and found in an archive" if nodes else "; found in an archive") + (
+                " (where: the store's quarantine table)"
+            )
         f.fail(
             check_id,
             claimed,
-            f"{reason} (served by {', '.join(sources[:3])} at {where})",
-            sources=list(sources),
-            locations=list(locations[:20]),
+            f"{reason} ({size:,} bytes kept, SHA-256 {digest}{served})",
+            sha256=digest,
             bytes=size,
+            nodes=nodes[:20],
         )
     if recovered:
         f.checked(
@@ -139,14 +153,16 @@ def check_signatures(audit: Audit) -> None:
         """
         WITH claim AS (  -- the audited election's: DSP-RESOLVED and ACC-REPORTS judge these
             SELECT cid, key FROM dispute WHERE election = $e
-            UNION ALL SELECT cid, key FROM accessibility_report WHERE election = $e)
+            UNION ALL SELECT cid, key FROM accessibility_report WHERE election = $e),
+        elsewhere AS ({elsewhere})  -- records of another election: not in use in this one
         SELECT s.cid, e.type, s.idx, s.key FROM sig_ok s JOIN envelopes e USING (cid)
         WHERE NOT s.ok AND NOT (e.type = 'vote_block' AND s.cid NOT IN (SELECT cid FROM counted))
+          AND s.cid NOT IN (SELECT cid FROM elsewhere)
           AND NOT (s.cid IN (SELECT cid FROM claim) AND NOT EXISTS (
                    SELECT 1 FROM sig_ok g JOIN claim c ON c.cid = g.cid AND c.key = g.key
                    WHERE g.cid = s.cid AND g.ok))
         ORDER BY s.cid, s.idx
-        """,
+        """.replace("{elsewhere}", _of_other_elections()),
         {"e": election},
     ):
         f.fail(
@@ -156,6 +172,16 @@ def check_signatures(audit: Audit) -> None:
             "over the record digest",
             signature=idx,
         )
+
+
+def _of_other_elections() -> str:
+    """A query of the CIDs of records whose body names an election other than the audited
+    one ($e): another election's evidence harvested beside this one's (a node serving
+    several elections) is not in use here, and its signatures are that election's audit's
+    business (D4). With no audited election, none."""
+    tables = [name for name, columns in TABLES.items() if any(c.name == "election" for c in columns)]
+    parts = [f"SELECT cid FROM {_ident(t)} WHERE $e IS NOT NULL AND election IS DISTINCT FROM $e" for t in tables]
+    return " UNION ALL ".join(parts) or "SELECT NULL::VARCHAR AS cid WHERE false"
 
 
 def _ident(name: str) -> str:
