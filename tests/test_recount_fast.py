@@ -474,3 +474,27 @@ def test_the_voter_entry_digest_is_that_of_its_jcs(key: str, registrant: str, te
     entry = VoterEntry.parse(_voter(), "entry")
     body = {"key": KEY, "registrant": CID, "template": CID}
     assert entry.digest == sha256(jcs({"v": 1, "type": "voter_entry", "body": body}))
+
+
+def test_a_counted_block_of_no_effective_template_is_decrypted_not_counted() -> None:
+    """DEC-ENTRIES is whether the ciphertexts of a counted block decrypt (§8); a block
+    naming a template that is not effective cannot be counted (BLK-ELIGIBLE says so), but
+    its entries are still opened: a review found DEC-ENTRIES failed without trying."""
+    from auditor.verify import recount
+
+    private = (11).to_bytes(32, "little")
+    election = public_of(private)
+    template = "bagaaieranoteffective"
+    good = [encrypt(b'{"any":"bytes"}', election, template, (5 + i).to_bytes(32, "little")) for i in range(2)]
+    recount._init(private, {})  # no effective template at all
+    try:
+        fine = recount._read_block(recount._Rows(), "bagaaierablock", template, 0, [b"m"] * 2, good, good)
+        assert not fine.counted and fine.problems == []
+        broken = good[0][:-1] + bytes([good[0][-1] ^ 1])
+        bad = recount._read_block(recount._Rows(), "bagaaierablock", template, 0, [b"m"], [broken], good[:1])
+        assert not bad.counted
+        assert [(check, "votes[0] does not decrypt" in message) for check, message in bad.problems] == [
+            ("DEC-ENTRIES", True)
+        ]
+    finally:
+        recount._STATE.clear()

@@ -174,13 +174,14 @@ def _read_block(
     state: _Template | None = _STATE["templates"].get(template_cid)
     out = BlockResult(cid, template_cid, leaf, len(members))
     if state is None:
-        out.problems.append(
-            (
-                "DEC-ENTRIES",
-                f"the votes of block {cid} are not counted: it names template {template_cid}, which is "
-                "not an effective template (see BLK-ELIGIBLE)",
-            )
-        )
+        # not an effective template: the votes cannot be counted (BLK-ELIGIBLE says why),
+        # but DEC-ENTRIES is whether they decrypt, and that can still be known (§5.2: the
+        # associated data is the template CID's text, whatever the template)
+        opener_: Opener = _STATE["opener"]
+        aad_ = template_cid.encode("utf-8")
+        for where, ciphertexts in (("votes", votes), ("voters", voters)):
+            for i, ciphertext in enumerate(ciphertexts):
+                _decrypt(out, opener_, ciphertext, aad_, cid, where, i)
         return out
     out.counted = True
     opener: Opener = _STATE["opener"]
