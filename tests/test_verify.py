@@ -755,3 +755,13 @@ def test_a_registrant_of_a_district_with_a_non_ascii_name_fails_the_roll_in_a_re
     assert counts and {"district": "Z\u00fcrich", "roll": 0, "harvested": 1} in counts[0].evidence["districts"]
     for f in result.findings:
         parse_json(jcs(f.to_json()))  # every finding is a valid §2 value
+
+
+def test_a_shared_nonce_is_one_finding_per_copy_after_the_first(sims: Callable[[str | None], Path]) -> None:
+    """DEC-NONCE: n votes sharing a nonce are n - 1 findings, in one block as across blocks
+    (a review found both votes of a pair in one block reported, but only the later block's
+    across blocks)."""
+    result = _verify(sims("nonce-reuse"))
+    [finding] = [f for f in result.findings if f.check == "DEC-NONCE"]
+    assert "again in the same block (votes[" in finding.message
+    assert {o.id: o for o in result.outcomes}["DEC-NONCE"].failures == 1

@@ -536,28 +536,31 @@ KEPT_ROWS = 65_536
 
 
 def _check_nonces(audit: Audit) -> None:
-    """DEC-NONCE: a nonce seen again in a template, after its first block (by CID), or
-    twice in one block. Every decrypted vote counts: valid ones (the answers' vote rows)
-    and invalid ones."""
-    for block, template, nonce, first in audit.rows(
+    """DEC-NONCE: one finding for each vote whose nonce an earlier vote of its template
+    already has (earlier: by block CID, then position in the block), so n votes sharing a
+    nonce are n - 1 findings, whether they are in one block or in several. Every decrypted
+    vote counts: valid ones (the answers' vote rows) and invalid ones."""
+    for block, vote, template, nonce, first, first_vote in audit.rows(
         """
         WITH nonce AS (
             SELECT template, block, vote, nonce FROM answers WHERE kind = 'vote'
             UNION ALL SELECT template, block, vote, nonce FROM invalid_nonce
         ), marked AS (
-            SELECT *, min(block) OVER (PARTITION BY template, nonce) AS first,
-                   count(*) OVER (PARTITION BY block, nonce) AS copies
+            SELECT *, row_number() OVER w AS n, first_value(block) OVER w AS first,
+                   first_value(vote) OVER w AS first_vote
             FROM nonce
+            WINDOW w AS (PARTITION BY template, nonce ORDER BY block, vote)
         )
-        SELECT block, template, nonce, first FROM marked WHERE first <> block OR copies > 1
+        SELECT block, vote, template, nonce, first, first_vote FROM marked WHERE n > 1
         ORDER BY block, vote
         """
     ):
+        where = f"again in block {block}" if first != block else f"again in the same block (votes[{vote}])"
         audit.findings.fail(
             "DEC-NONCE",
             block,
-            f"vote nonce {nonce} of template {template} appears in block {first} and again in "
-            f"block {block}: a copied vote",
+            f"vote nonce {nonce} of template {template} appears in block {first} (votes[{first_vote}]) and "
+            f"{where}: a copied vote",
             records=[first],
             nonce=nonce,
         )
