@@ -666,3 +666,29 @@ def test_ballot_verdicts_send_a_finding_about_an_unknown_template_to_every_ballo
     assert [t for t, (verdict, _) in own.items() if verdict == "not-verified"] == [one]
     same_district = ballot_verdicts(forged, {one: "bafy-older"}, ballots, {"bafy-older": ballots[one]})
     assert [t for t, (verdict, _) in same_district.items() if verdict == "not-verified"] == [one]
+
+
+def test_a_ballots_runoff_is_its_deciding_questions_own() -> None:
+    """D29: the ballot's runoff names one question; its triggers are that question's, in
+    §10's order, beside that question's participants (a review found the union over every
+    question, sorted by name)."""
+    from auditor.report.body import _ballot
+
+    def question(code: str, spread: int, triggers: list[str], participants: list[str]) -> dict[str, Any]:
+        runoff = {"required": bool(triggers), "triggers": triggers, "participants": participants, "due": 9}
+        return {"question": code, "spread": spread, "errorMargin": 4, "robust": spread > 4, "runoff": runoff}
+
+    ballot = {
+        "template": "t",
+        "district": "d",
+        "errorMargin": 4,
+        "questions": [
+            question("mayor", 3, ["dispute-margin", "close-margin"], ["a", "b"]),
+            question("council", 10, ["accessibility"], ["x", "y"]),
+        ],
+    }
+    runoff = _ballot(ballot, "verified", [])["runoff"]
+    assert runoff["question"] == "mayor" and runoff["participants"] == ["a", "b"]
+    assert runoff["triggers"] == ["dispute-margin", "close-margin"]
+    plain = _ballot({"template": "t", "district": "d", "errorMargin": 4, "questions": []}, "verified", [])
+    assert plain["errorMargin"] == 4 and plain["spread"] is None and plain["runoff"]["required"] is False

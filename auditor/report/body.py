@@ -289,7 +289,8 @@ def _ballot(ballot: dict[str, Any], verdict: str, failed: list[str]) -> dict[str
     deciding = needing[0] if needing else closest
     runoff = {
         "required": bool(needing),
-        "triggers": sorted({t for q in needing for t in q["runoff"]["triggers"]}),
+        # the deciding question's triggers, in §10's order, as its participants are its own
+        "triggers": list(deciding["runoff"]["triggers"]) if needing and deciding else [],
         "participants": list(deciding["runoff"]["participants"]) if needing and deciding else [],
         "question": deciding["question"] if needing and deciding else None,
         "due": deciding["runoff"]["due"] if needing and deciding else None,

@@ -319,6 +319,7 @@ def check_runoff(audit: Audit) -> None:
                 "district": district,
                 "voters": voters,
                 "counts": counts,
+                "errorMargin": error_margin,  # §10: of the ballot, single-winner questions or not
                 "questions": questions,
             }
         )
