@@ -413,3 +413,24 @@ def test_a_log_whose_seq_starts_at_zero_loses_nothing(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_wrong_bytes_from_the_only_node_are_findings_naming_that_node(
+    serve: Serve, content: NodeContent, election: Path, tmp_path: Path
+) -> None:
+    """D32: REC-CID names the node that served the wrong bytes (read from each copy's
+    location: a network source names every node of its run), and no path of this machine."""
+    from auditor.trust import load_trust
+    from auditor.verify.engine import verify_store
+
+    bad_cids = set(content.cids()[10:12])
+    bad = serve(Faults(wrong_cids=frozenset(bad_cids)))
+    other = serve(Faults(hide_cids=frozenset(bad_cids), wrong_cids=frozenset(bad_cids)))
+    harvest([HttpNodesSource([bad.url, other.url], _options(bulk=False))], tmp_path / "ev")
+    result = verify_store(tmp_path / "ev", load_trust(election / "trust.toml"), workers=1)
+    findings = [f for f in result.findings if f.check == "REC-CID"]
+    assert {f.subject for f in findings} == bad_cids
+    for finding in findings:
+        assert set(finding.evidence["nodes"]) <= {bad.url, other.url} and bad.url in finding.evidence["nodes"]
+        assert "served by " in finding.message and bad.url in finding.message
+        assert str(tmp_path) not in finding.message

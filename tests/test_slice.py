@@ -967,3 +967,32 @@ def test_the_verifier_refuses_deep_nesting_before_parsing() -> None:
     samples = (b"[" * 64 + b"]" * 64, b"[" * 65 + b"]" * 65, b'["' + b"[" * 100 + b'"]', b'{"a":[[[1]]]}')
     for sample in samples:
         assert too_deep(sample) == (json_shape_problem(sample) is not None), sample[:20]
+
+
+def test_copies_stripped_of_their_tokens_or_given_a_later_one_do_not_change_a_proof(
+    small: Election, tmp_path: Path
+) -> None:
+    """D16: the audit gives copies the best copy's proven time, and a proof carries one
+    copy: the prover must choose the best-proven one. Here every timestamped record the
+    voter's proof uses is published again stripped of its tokens, and the receipt once
+    more with a later token (from the election's own TSA, as anyone could buy)."""
+    line = small.accepted()
+    proof = small.proof(line)
+    attacker = Attacker(small)
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    for cid, env in proof["records"].items():
+        if env["timestamps"]:
+            stripped = dict(env, timestamps=[])
+            (extra / f"stripped-{cid}").write_bytes(jcs(stripped))
+    receipt = dict(proof["records"][proof["receipt"]])
+    later = dict(receipt)
+    attacker.stamp(later, parse_token(b64u_decode(receipt["timestamps"][0])).gen_time_ms + 400 * 86_400_000)
+    later["timestamps"] = receipt["timestamps"] + later["timestamps"]
+    (extra / "later-receipt").write_bytes(jcs(later))
+    store = tmp_path / "store"
+    harvest([ArchiveSource(small.out / "evidence.car"), ArchiveSource(extra)], store)
+    again = Prover(store).build(line["key"], line["nonce"]).proof
+    report = _verify(small, again, key=line["key"], nonce=line["nonce"], cast=line["vote"]["answers"])
+    assert report.answer == "counted", report.lines()
+    assert again["receipt"] == proof["receipt"] and again["revision"] == proof["revision"]

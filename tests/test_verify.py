@@ -506,17 +506,30 @@ def test_a_block_of_strangers_with_an_unsigned_receipt_does_not_widen_the_error_
     assert _margins(result) == _margins(_verify(clean))
 
 
-def test_copies_with_their_timestamps_stripped_are_as_proven_as_the_original(
+def test_copies_stripped_of_their_tokens_or_given_a_later_one_are_as_proven_as_the_original(
     tmp_path: Path, clean: Path
 ) -> None:
     """Tokens cover the digest (§3) and copies are one record (D26): anyone can publish a
-    record's body and signatures without its tokens. Such a copy takes the proven time of
-    its content; a review found each stripped copy failed its timing checks."""
+    record's body and signatures without its tokens, or with a later token added. Every
+    copy takes the proven time of the best-proven copy (D16); a review found each stripped
+    copy failed its timing checks."""
+    from auditor.crypto.rfc3161 import parse_token
+    from auditor.model.encoding import b64u_decode
+    from auditor.sim.blocks import tsa_seed
+    from auditor.sim.tsa import TestTsa
+    from tests.conftest import TAMPER_SEED
+
     extra = {}
     kinds = ("election_revision", "ballot_template", "registration_roll", "result", "receipt", "block_tree")
+    tsa = TestTsa(tsa_seed(TAMPER_SEED))
     for record_type in kinds:
         record = next(r for r in _records(clean, record_type) if r["timestamps"])
         extra[f"stripped-{record_type}.json"] = jcs(dict(record, timestamps=[]))  # type: ignore[call-overload]
+        # and a copy with one more token, a year later: anyone can buy one for any digest
+        when = parse_token(b64u_decode(record["timestamps"][0])).gen_time_ms + 365 * 86_400_000  # type: ignore[index]
+        token = tsa.issue(record_digest(record_type, record["body"]), when, 8_000_000 + len(extra))
+        later = dict(record, timestamps=[*record["timestamps"], b64u_encode(token)])  # type: ignore[call-overload, misc]
+        extra[f"later-{record_type}.json"] = jcs(later)
     result = _with_extra(tmp_path, clean, extra)
     assert result.verdict == "verified", [f.message for f in result.findings if f.severity != "info"][:5]
     assert _failed(result) == _failed(_verify(clean))
@@ -526,13 +539,15 @@ def test_bad_signatures_on_another_elections_records_are_not_this_elections_fail
     tmp_path: Path, clean: Path
 ) -> None:
     """SIG-VALID covers the records in use (§8): a node serving several elections hands us
-    their records too. A bad signature on a record naming another election is not a
-    failure of this one; the same record naming this election is."""
+    their records too. A bad signature, token or reference on a record naming another
+    election is not a failure of this one (D4); the same record naming this election is."""
     other = "bagaaiera" + "a" * 51 + "q"  # a canonical CID of no record here
     receipt = _records(clean, "receipt")[0]
-    foreign = dict(receipt, body=dict(receipt["body"], election=other))  # type: ignore[call-overload]
+    # its tokens' imprint is now wrong too, and its block is nowhere: that election's business
+    foreign = dict(receipt, body=dict(receipt["body"], election=other, block=other))  # type: ignore[call-overload]
     result = _with_extra(tmp_path / "foreign", clean, {"foreign.json": jcs(foreign)})
-    assert "SIG-VALID" not in _failed(result), [f.message for f in result.findings if f.check == "SIG-VALID"]
+    for check in ("SIG-VALID", "TSA-TOKEN", "TSA-IMPRINT", "REC-REF"):
+        assert check not in _failed(result), [f.message for f in result.findings if f.check == check]
     tampered = dict(receipt, body=dict(receipt["body"], received=receipt["body"]["received"] + 1))  # type: ignore[call-overload, index, operator]
     ours = _with_extra(tmp_path / "ours", clean, {"ours.json": jcs(tampered)})
     assert "SIG-VALID" in _failed(ours)
@@ -727,7 +742,7 @@ def test_a_dispute_is_refuted_by_the_voters_counted_block_whatever_receipt_it_na
     assert "REC-REF" in _failed(dangling) and _disputed(dangling) == _disputed(_verify(clean))
     confirmed = _verify(sims("dispute-confirmed"))
     [finding] = [f for f in confirmed.findings if f.check == "DSP-RESOLVED"]
-    assert finding.evidence["status"] == "confirmed" and "not in the evidence" in finding.message
+    assert finding.evidence["status"] == "confirmed" and "not a block of this election in the evidence" in finding.message
     assert sum(_disputed(confirmed).values()) > sum(_disputed(_verify(clean)).values())
 
 

@@ -134,12 +134,13 @@ def _templates_of(con: duckdb.DuckDBPyConnection, subjects: Iterable[str]) -> di
     return {cid: next(iter(ts)) for cid, ts in found.items() if len(ts) == 1}
 
 
-def _districts_of(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    """Every harvested template's district (a template published with two districts under
-    one CID cannot be: its bytes are one record)."""
-    if not _has(con, "ballot_template"):
+def _districts_of(con: duckdb.DuckDBPyConnection, election: str | None) -> dict[str, str]:
+    """The district of every harvested template of the audited election (another
+    election's template counts against every ballot, as any unattributed failure)."""
+    if election is None or not _has(con, "ballot_template"):
         return {}
-    return {cid: district for cid, district in con.execute("SELECT cid, district FROM ballot_template").fetchall()}
+    rows = con.execute("SELECT cid, district FROM ballot_template WHERE election = ?", [election]).fetchall()
+    return dict(rows)
 
 
 def ballot_verdicts(
@@ -217,7 +218,7 @@ def report_body(verification: Verification, store_root: Path, *, now: int | None
         evidence = evidence_summary(con)
         subjects = [f.subject for f in verification.findings if f.subject]
         templates = _templates_of(con, subjects)
-        districts = _districts_of(con)
+        districts = _districts_of(con, verification.election)
         info = _election_info(con, verification.election)
         ballots = verification.ballots or _unrecounted_ballots(con, verification.election)
     finally:

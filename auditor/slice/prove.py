@@ -37,6 +37,7 @@ from auditor import __version__
 from auditor.crypto import merkle
 from auditor.crypto.ecies import combine_private, decrypt, public_of
 from auditor.crypto.ed25519 import verify_digest
+from auditor.crypto.rfc3161 import verify_token
 from auditor.errors import AuditError, CryptoError, EncodingError, InputError
 from auditor.model.encoding import b64u_decode, b64u_encode, cid_from_binary, cid_to_binary, parse_json
 from auditor.model.envelope import Envelope, parse_envelope
@@ -70,6 +71,8 @@ class _Store:
     def __init__(self, root: Path) -> None:
         self.con: duckdb.DuckDBPyConnection = connect(root)
         self.cache: dict[str, Envelope] = {}
+        self.tsa: list[bytes] = []  # the election's TSA certificates, once the election is known
+        self.token_times: dict[str, list[int]] = {}  # CID -> genTimes of its valid tokens
 
     def get(self, cid: str) -> Envelope | None:
         if cid not in self.cache:
@@ -94,6 +97,27 @@ class _Store:
         cids = self.cids(sql, params)
         self.fetch(cids)
         return [self.cache[cid] for cid in cids if cid in self.cache]
+
+
+def _token_times(store: _Store, record: Envelope) -> list[int]:
+    """The genTimes of the record's valid tokens (spec §3), sorted."""
+    if record.cid not in store.token_times:
+        times = []
+        for der in record.timestamps:
+            checked = verify_token(der, record.digest, store.tsa)
+            if checked.gen_time_ms is not None and not checked.token_problems and not checked.imprint_problems:
+                times.append(checked.gen_time_ms)
+        store.token_times[record.cid] = sorted(times)
+    return store.token_times[record.cid]
+
+
+def _proof_order(store: _Store, record: Envelope) -> tuple[bool, int]:
+    """Sorts copies of a content best-proven first: with a valid token, then the earliest
+    proven time (each copy's latest valid genTime). The audit gives every copy the best
+    copy's time (D16); a proof carries one copy, so it must carry that one, not a copy
+    whose tokens were stripped or that carries a later token."""
+    times = _token_times(store, record)
+    return (not times, times[-1] if times else 0)
 
 
 def _signed_by(record: Envelope, key: str) -> bool:
@@ -155,6 +179,7 @@ class Prover:
             raise InputError(
                 f"the election {blocks[0].body.election} named by the block is not in the evidence"
             )
+        store.tsa = [b64u_decode(a.certificate) for a in election.body.timestampAuthorities]
         if election.cid not in self.revisions:
             revision = _effective_revision(store, election.cid)
             self.revisions[election.cid] = (revision, _private_key(store, election.cid, revision))
@@ -284,7 +309,7 @@ def build_proof(store_root: Path, key: str, nonce: str, template: str | None = N
 def _first_signed(store: _Store, sql: str, params: list[Any]) -> Envelope | None:
     """The first record the query lists whose signatures all verify, else the first."""
     found = store.all(sql, params)
-    found.sort(key=lambda r: not _well_signed(r))
+    found.sort(key=lambda r: (not _well_signed(r), *_proof_order(store, r)))  # stable: then the query's order
     return found[0] if found else None
 
 
@@ -294,7 +319,11 @@ def _effective_revision(store: _Store, election: str) -> Envelope:
     if not valid:
         raise InputError(f"the evidence holds no validly signed revision of election {election}")
     top = max(r.body.revision for r in valid)
-    return next(r for r in valid if r.body.revision == top)  # the lowest CID of the highest number
+    # the lowest CID of the highest number, among its copies the one with the earliest valid
+    # token (the revision needs one no later than its deadline, §4.4, on any copy: D16)
+    best = [r for r in valid if r.body.revision == top]
+    best.sort(key=lambda r: (not _token_times(store, r), (_token_times(store, r) or [0])[0], r.cid))
+    return best[0]
 
 
 def _private_key(store: _Store, election: str, revision: Envelope) -> bytes:
@@ -348,7 +377,9 @@ def _choose_block(
     options = []
     for block in blocks:
         receipts = store.all("SELECT cid FROM receipt WHERE block = ? ORDER BY cid", [block.cid])
-        receipts.sort(key=lambda r: (not _signed_by(r, receipt_key), r.body.result != "accepted", r.cid))
+        receipts.sort(
+            key=lambda r: (not _signed_by(r, receipt_key), r.body.result != "accepted", *_proof_order(store, r), r.cid)
+        )
         receipt = receipts[0] if receipts else None
         accepted = receipt is not None and receipt.body.result == "accepted"
         options.append((not _holds_nonce(block, nonce, private_key), not accepted, block.cid, block, receipt))

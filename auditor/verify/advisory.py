@@ -134,7 +134,8 @@ def _receipt_timing(audit: Audit) -> dict[str, Any]:
         return {}
     rows = audit.rows(
         """
-        SELECT least(9, greatest(0, floor((proven - $vs) * 10 / ($av - $vs))))::INTEGER AS tenth, count(*)
+        SELECT least(9, greatest(0, floor((proven - $vs) * 10 / ($av - $vs))))::INTEGER AS tenth,
+               count(DISTINCT block)  -- a block once, however many copies of its receipt
         FROM rcp WHERE valid AND result = 'accepted' GROUP BY tenth ORDER BY tenth
         """,
         {"vs": vs, "av": av},

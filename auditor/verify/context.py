@@ -45,12 +45,21 @@ from auditor.model.encoding import b64u_decode, b64u_encode
 from auditor.model.envelope import SIGNING_PREFIX, Envelope, parse_envelope
 from auditor.parallel import LocalRunner, Runner, Task
 from auditor.store.evidence import EvidenceStore, connect, sql_literal
-from auditor.store.tables import arrow_batches
+from auditor.store.tables import TABLES, arrow_batches
 from auditor.trust import Trust
 from auditor.verify.cache import Lookup, ResultCache, Signed, TokenResult
 from auditor.verify.findings import Findings
 
-__all__ = ["SMALL_TYPES", "Audit", "Stage", "arrow", "distinct_content", "fmt_time", "reuse_note"]
+__all__ = [
+    "SMALL_TYPES",
+    "Audit",
+    "Stage",
+    "arrow",
+    "distinct_content",
+    "fmt_time",
+    "of_other_elections",
+    "reuse_note",
+]
 
 # Record types parsed in full: few per election, whatever the number of voters.
 SMALL_TYPES = (
@@ -583,7 +592,7 @@ class Audit:
                 empty.append_column("ok", pa.array([], pa.bool_())).rename_columns(["cid", "gen_time", "ok"]),
             )
             return "skipped: no election"
-        total = self.rows("SELECT count(*) FROM timestamps")[0][0]
+        total = self.rows("SELECT count(*) FROM timestamps")[0][0]  # an upper bound: only to size batches
         small = total <= 4 * TOKEN_BATCH
         context = ResultCache.token_context(certs, roots)
         task = Task("tokens", _token_batch, _init_tokens, (certs, roots))
@@ -592,8 +601,11 @@ class Audit:
         tokens = reused = 0  # tokens, of which reused from the cache
         # a cursor of its own: the findings' bookkeeping must not end the stream
         stream = self.con.cursor()
+        # another election's records (a node serving several) are that election's: their
+        # tokens may come from TSAs this election does not list (D4)
         relation = stream.sql(
-            "SELECT t.cid, t.idx, t.token, e.digest, e.type FROM timestamps t JOIN envelopes e USING (cid)"
+            "SELECT t.cid, t.idx, t.token, e.digest, e.type FROM timestamps t JOIN envelopes e USING (cid) "
+            f"WHERE t.cid NOT IN ({of_other_elections(sql_literal(self.election.cid))})"
         )
         reader = arrow_batches(relation, TOKEN_STREAM)
         try:
@@ -640,10 +652,12 @@ class Audit:
         return f"{tokens:,} tokens{note}, {len(certs)} listed TSA certificates, {where}"
 
     def _prove_copies(self, proven: dict[str, int]) -> None:
-        """Copies are one record (D26): tokens cover the digest, not the envelope, so each
-        copy's proven time is the latest valid genTime of any copy's tokens (spec §3). A
-        copy published with its timestamps stripped is as proven as the original, and a
-        copy with a later token makes the content late for every copy alike (D16)."""
+        """Copies are one record (D26), and tokens cover the digest, not the envelope: the
+        content's proven time is that of its best-proven copy, the earliest of the copies'
+        proven times (each the latest valid genTime of its own tokens, spec §3), given to
+        every copy. Anyone can publish a copy, never take one away: a copy with its
+        timestamps stripped, or with a fresh token bought from a public TSA, changes
+        nothing (D16)."""
         if not proven:
             return
         table = pa.table(
@@ -656,7 +670,7 @@ class Audit:
             changed = self.rows(
                 """
                 WITH by_digest AS (
-                    SELECT e.digest, max(p.t) AS t
+                    SELECT e.digest, min(p.t) AS t
                     FROM proven_own p JOIN envelopes e USING (cid) GROUP BY e.digest
                 )
                 SELECT DISTINCT e.cid, d.t
@@ -723,6 +737,18 @@ def reuse_note(reused: int, computed: int, verb: str = "checked") -> str:
     """What a stage took from the result cache, for its detail: " (N reused from the
     cache, M checked)"."""
     return f" ({reused:,} reused from the cache, {computed:,} {verb})"
+
+
+def of_other_elections(election: str) -> str:
+    """A query of the CIDs of records whose body names an election other than
+    ``election`` (an SQL expression: a literal, or a parameter such as ``$e``): another
+    election's evidence, harvested beside this one's from a node that serves several, is
+    not in use in this audit (D4). None when ``election`` is NULL (no audited election)."""
+    tables = [name for name, columns in TABLES.items() if any(c.name == "election" for c in columns)]
+    return " UNION ALL ".join(
+        f'SELECT cid FROM "{t}" WHERE {election} IS NOT NULL AND election IS DISTINCT FROM {election}'
+        for t in tables
+    )
 
 
 def distinct_content(audit: Audit, records: Iterable[Envelope]) -> list[Envelope]:

@@ -137,8 +137,8 @@ def check_disputes(audit: Audit) -> None:
         elif valid and result == "accepted" and of_block is None:
             status, why = (
                 "confirmed",
-                f"receipt {receipt} accepted block {block}, which is not in the evidence, and no counted "
-                f"block holds the voter {who}",
+                f"receipt {receipt} accepted block {block}, which is not a block of this election in the "
+                f"evidence, and no counted block holds the voter {who}",
             )
         else:
             state = "a valid" if valid else "an invalid"

@@ -12,8 +12,8 @@ evidence. Wrong bytes inside an archive are the archive's own publication: they 
 from __future__ import annotations
 
 from auditor.model.encoding import b64u_encode
-from auditor.store.tables import TABLES
-from auditor.verify.context import Audit
+from auditor.store.evidence import sql_literal
+from auditor.verify.context import Audit, of_other_elections
 
 NETWORK_PREFIX = "http:"  # auditor.net.client names its source "http:<urls>"
 
@@ -53,10 +53,18 @@ def check_quarantine(audit: Audit) -> None:
     f = audit.findings
     groups = audit.rows(
         """
-        SELECT check_id, claimed_cid, sha256(raw) AS digest, min(reason), max(octet_length(raw)),
-               list(DISTINCT source ORDER BY source) FILTER (WHERE starts_with(source, $net)),
-               bool_and(starts_with(source, $net))
-        FROM quarantine
+        WITH q AS (
+            SELECT check_id, claimed_cid, sha256(raw) AS digest, reason, octet_length(raw) AS size,
+                   starts_with(source, $net) AS network,
+                   -- the node that served them is in the location (a network source names
+                   -- every node of its run): http://host:port/ipfs/<cid> or …/v1/car?…@offset
+                   CASE WHEN starts_with(source, $net)
+                        THEN regexp_extract(location, '^(https?://[^/?#]+)') END AS node
+            FROM quarantine
+        )
+        SELECT check_id, claimed_cid, digest, min(reason), max(size),
+               list(DISTINCT node ORDER BY node) FILTER (WHERE node IS NOT NULL), bool_and(network)
+        FROM q
         GROUP BY check_id, claimed_cid, digest
         ORDER BY check_id, claimed_cid, digest
         """,
@@ -111,7 +119,9 @@ def check_references(audit: Audit) -> None:
             parts.append(
                 f"SELECT cid, '{table}' AS type, '{column}' AS member, {value} AS ref FROM {_ident(table)}"
             )
-    union = " UNION ALL ".join(parts)
+    # another election's records are not in use here (D4): their references are its audit's
+    election = sql_literal(audit.election.cid) if audit.election is not None else "NULL"
+    union = f"SELECT * FROM ({' UNION ALL '.join(parts)}) WHERE cid NOT IN ({of_other_elections(election)})"
     # streamed twice rather than kept as a table (3 million references at a million
     # voters held ≈ 280 MB to the end of the audit): once counted, once for the missing
     total = audit.rows(f"SELECT count(*) FROM ({union}) WHERE ref IS NOT NULL")[0][0]
@@ -162,7 +172,7 @@ def check_signatures(audit: Audit) -> None:
                    SELECT 1 FROM sig_ok g JOIN claim c ON c.cid = g.cid AND c.key = g.key
                    WHERE g.cid = s.cid AND g.ok))
         ORDER BY s.cid, s.idx
-        """.replace("{elsewhere}", _of_other_elections()),
+        """.replace("{elsewhere}", of_other_elections("$e")),
         {"e": election},
     ):
         f.fail(
@@ -172,16 +182,6 @@ def check_signatures(audit: Audit) -> None:
             "over the record digest",
             signature=idx,
         )
-
-
-def _of_other_elections() -> str:
-    """A query of the CIDs of records whose body names an election other than the audited
-    one ($e): another election's evidence harvested beside this one's (a node serving
-    several elections) is not in use here, and its signatures are that election's audit's
-    business (D4). With no audited election, none."""
-    tables = [name for name, columns in TABLES.items() if any(c.name == "election" for c in columns)]
-    parts = [f"SELECT cid FROM {_ident(t)} WHERE $e IS NOT NULL AND election IS DISTINCT FROM $e" for t in tables]
-    return " UNION ALL ".join(parts) or "SELECT NULL::VARCHAR AS cid WHERE false"
 
 
 def _ident(name: str) -> str:
