@@ -321,9 +321,11 @@ def _effective_revision(store: _Store, election: str) -> Envelope:
     top = max(r.body.revision for r in valid)
     # the lowest CID of the highest number, among its copies the one with the earliest valid
     # token (the revision needs one no later than its deadline, §4.4, on any copy: D16)
-    best = [r for r in valid if r.body.revision == top]
-    best.sort(key=lambda r: (not _token_times(store, r), (_token_times(store, r) or [0])[0], r.cid))
-    return best[0]
+    def earliest(r: Envelope) -> tuple[bool, int, str]:
+        times = _token_times(store, r)
+        return (not times, times[0] if times else 0, r.cid)
+
+    return min((r for r in valid if r.body.revision == top), key=earliest)
 
 
 def _private_key(store: _Store, election: str, revision: Envelope) -> bytes:

@@ -633,6 +633,7 @@ class Audit:
                 outcomes.append(self._token_outcomes(cids, idxs, types, results, proven))
         finally:
             stream.close()
+        self._register_proven(proven)
         self._prove_copies(proven)
         self.proven = proven
         self.findings.checked("TSA-TOKEN", tokens, f"{tokens:,} tokens")
@@ -641,15 +642,17 @@ class Audit:
             [("cid", pa.string()), ("idx", pa.int32()), ("gen_time", pa.int64()), ("ok", pa.bool_())]
         )
         self.register("token_ok", pa.concat_tables([schema.empty_table(), *outcomes]).combine_chunks())
+        note = reuse_note(reused, tokens - reused) if self.cache else ""
+        where = self.runner.describe(small=small)
+        return f"{tokens:,} tokens{note}, {len(certs)} listed TSA certificates, {where}"
+
+    def _register_proven(self, proven: dict[str, int]) -> None:
         self.register(
             "proven",
             pa.table(
                 {"cid": pa.array(list(proven), pa.string()), "t": pa.array(list(proven.values()), pa.int64())}
             ),
         )
-        note = reuse_note(reused, tokens - reused) if self.cache else ""
-        where = self.runner.describe(small=small)
-        return f"{tokens:,} tokens{note}, {len(certs)} listed TSA certificates, {where}"
 
     def _prove_copies(self, proven: dict[str, int]) -> None:
         """Copies are one record (D26), and tokens cover the digest, not the envelope: the
@@ -657,31 +660,23 @@ class Audit:
         proven times (each the latest valid genTime of its own tokens, spec §3), given to
         every copy. Anyone can publish a copy, never take one away: a copy with its
         timestamps stripped, or with a fresh token bought from a public TSA, changes
-        nothing (D16)."""
-        if not proven:
-            return
-        table = pa.table(
-            {"cid": pa.array(list(proven), pa.string()), "t": pa.array(list(proven.values()), pa.int64())}
-        )
-        self.register("proven_own", table)
-        try:
-            # the digests with a proven copy (a few per timestamped record), then the
-            # copies whose time that changes: none at all in an election without copies
-            changed = self.rows(
-                """
-                WITH by_digest AS (
-                    SELECT e.digest, min(p.t) AS t
-                    FROM proven_own p JOIN envelopes e USING (cid) GROUP BY e.digest
-                )
-                SELECT DISTINCT e.cid, d.t
-                FROM envelopes e JOIN by_digest d USING (digest) LEFT JOIN proven_own p USING (cid)
-                WHERE p.t IS DISTINCT FROM d.t
-                """
+        nothing (D16). ``proven`` (and the table of that name) hold each copy's own time;
+        the copies whose time this changes are updated in both."""
+        # the digests with a proven copy (a few per timestamped record), then the copies
+        # whose time that changes: none at all in an election without copies
+        changed = self.rows(
+            """
+            WITH by_digest AS (
+                SELECT e.digest, min(p.t) AS t FROM proven p JOIN envelopes e USING (cid) GROUP BY e.digest
             )
-        finally:
-            self.con.unregister("proven_own")
-        for cid, t in changed:
-            proven[cid] = t
+            SELECT DISTINCT e.cid, d.t
+            FROM envelopes e JOIN by_digest d USING (digest) LEFT JOIN proven p USING (cid)
+            WHERE p.t IS DISTINCT FROM d.t
+            """
+        )
+        if changed:
+            proven.update(changed)
+            self._register_proven(proven)
 
     def _token_outcomes(
         self,
