@@ -97,3 +97,46 @@ def test_the_advisory_reads_rankings_grouped() -> None:
     ]
     con.executemany("INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?)", rows)
     assert rankings(con, "t", "q") == [((), 1), (("x", "y"), 2), (("y",), 1)]
+
+
+def test_the_advisory_queries_run_as_one_scan_and_leave_the_settings_as_they_were() -> None:
+    """DuckDB 2's ``partitioned_execution`` split each advisory GROUP BY over ten million
+    voters' answers into a dozen ranges, each a whole scan of answers.parquet (×53 the
+    time of a million voters): both queries run with it off, and the setting is restored,
+    even when a query fails."""
+    import duckdb
+    import pytest
+
+    from auditor.verify import answers
+    from auditor.verify.answers import PARTITIONED, question_counts
+
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE answers (template VARCHAR, question VARCHAR, block VARCHAR, vote INT, "
+        "option VARCHAR, rank INT)"
+    )
+    con.executemany(
+        "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?)",
+        [("t", "q", "b1", 0, "x", 1), ("t", "q", "b1", 0, None, None), ("t", "q", "b2", 0, None, None)],
+    )
+    exists = con.execute("SELECT count(*) FROM duckdb_optimizers() WHERE name = ?", [PARTITIONED]).fetchall()
+    setting = "SELECT current_setting('disabled_optimizers')"
+    before = con.execute(setting).fetchall()[0][0]
+    seen: list[str] = []
+
+    class Watching:  # the connection, noting the disabled optimizers when answers is read
+        def execute(self, sql: str, params: object = None) -> duckdb.DuckDBPyConnection:
+            if "FROM answers" in sql:
+                seen.append(con.execute(setting).fetchall()[0][0])
+            return con.execute(sql, params) if params is not None else con.execute(sql)
+
+    watching: object = Watching()
+    assert rankings(watching, "t", "q") == [((), 1), (("x",), 1)]  # type: ignore[arg-type]
+    assert question_counts(watching, "t", "q") == [("b1", 1, {"x": 1}), ("b2", 1, {})]  # type: ignore[arg-type]
+    assert len(seen) == 2
+    if exists[0][0]:
+        assert all(PARTITIONED in s.split(",") for s in seen)
+    assert con.execute(setting).fetchall()[0][0] == before
+    with pytest.raises(duckdb.Error), answers._one_scan(con):
+        con.execute("SELECT * FROM no_such_table")
+    assert con.execute(setting).fetchall()[0][0] == before

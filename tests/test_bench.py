@@ -23,8 +23,63 @@ def _bench() -> ModuleType:
 
 def test_both_floors_run_the_calls_they_time() -> None:
     bench = _bench()
-    assert bench._floor_part((40, 40)) > 0
-    assert bench._former_floor_part((40, 40)) > 0
+    assert bench._floor_part((40, 40, bench.DISTINCT_SIGNATURES)) > 0
+    assert bench._floor_part((40, 40, 1)) > 0
+    assert bench._former_floor_part((40, 40, 1)) > 0
+
+
+def test_the_floor_verifies_distinct_signatures_by_distinct_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ed25519 verification is variable-time: one signature verified again and again is
+    no fair sample of an election's (D52)."""
+    from nacl._sodium import lib
+
+    bench = _bench()
+    inputs = bench._floor_inputs()
+    keys = {public for public, _ in inputs.signatures}
+    messages = {signed[64:] for _, signed in inputs.signatures}
+    assert len(keys) == len(messages) == len(inputs.signatures) == bench.DISTINCT_SIGNATURES
+    verified: list[bytes] = []
+
+    class Recording:  # libsodium that notes each key it verifies with
+        def __getattr__(self, name: str) -> object:
+            if name == "crypto_sign_open":
+
+                def sign_open(out: object, length: object, signed: bytes, n: int, public: bytes) -> int:
+                    verified.append(public)
+                    return int(lib.crypto_sign_open(out, length, signed, n, public))
+
+                return sign_open
+            return getattr(lib, name)
+
+    monkeypatch.setattr("nacl._sodium.lib", Recording())
+    bench._floor_part((2 * bench.DISTINCT_SIGNATURES, 0, bench.DISTINCT_SIGNATURES))
+    assert len(set(verified)) == bench.DISTINCT_SIGNATURES and len(verified) == 2 * bench.DISTINCT_SIGNATURES
+    verified.clear()
+    bench._floor_part((10, 0, 1))  # as in sessions 7 to 9
+    assert len(verified) == 10 and set(verified) == {inputs.signatures[0][0]}
+
+
+def test_the_sampler_reads_the_kernels_peak_of_each_descendant() -> None:
+    import subprocess
+
+    bench = _bench()
+    # a child that touches 64 MB, frees it, and waits: its peak stays, its RSS falls
+    child = subprocess.Popen(
+        [sys.executable, "-c", "b = bytearray(64 << 20); b[::4096] = b'x' * len(b[::4096]); del b; "
+         "import sys; sys.stdout.write('ok\\n'); sys.stdout.flush(); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"ok\n"
+        import psutil
+
+        high = bench._high_water(psutil.Process(child.pid))
+        assert high >= 64 << 20
+        assert high > psutil.Process(child.pid).memory_info().rss
+    finally:
+        child.kill()
+        child.wait()
+    assert bench._high_water(psutil.Process()) > 0
 
 
 def test_the_floor_fails_rather_than_time_failing_calls(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,7 +95,7 @@ def test_the_floor_fails_rather_than_time_failing_calls(monkeypatch: pytest.Monk
 
     monkeypatch.setattr("nacl._sodium.lib", Refusing())
     with pytest.raises(AssertionError, match="must open"):
-        bench._floor_part((0, 3))
+        bench._floor_part((0, 3, 1))
 
 
 def test_a_fraction_of_the_floor_is_scaled_up_and_its_start_is_paid_once(
@@ -50,7 +105,7 @@ def test_a_fraction_of_the_floor_is_scaled_up_and_its_start_is_paid_once(
 
     class FakePool:  # the spawned pool's work, in this process: each part's loop takes 2 s
         def __init__(self, workers: int) -> None:
-            self.parts: list[tuple[int, int]] = []
+            self.parts: list[tuple[int, int, int]] = []
 
         def __enter__(self) -> FakePool:
             return self
@@ -58,7 +113,7 @@ def test_a_fraction_of_the_floor_is_scaled_up_and_its_start_is_paid_once(
         def __exit__(self, *_: object) -> None:
             pass
 
-        def map(self, f: object, parts: list[tuple[int, int]]) -> list[float]:
+        def map(self, f: object, parts: list[tuple[int, int, int]]) -> list[float]:
             self.parts = parts
             seen.append(parts)
             return [2.0 for _ in parts]
@@ -66,10 +121,12 @@ def test_a_fraction_of_the_floor_is_scaled_up_and_its_start_is_paid_once(
     class Context:
         Pool = FakePool
 
-    seen: list[list[tuple[int, int]]] = []
+    seen: list[list[tuple[int, int, int]]] = []
     monkeypatch.setattr(bench.multiprocessing, "get_context", lambda _: Context())
     # a tenth of the operations is timed; the loops' 2 s count ten times, the rest once
     assert bench.floor(900, 200, 100, 2, fraction=0.1) >= 2.0 * 9
-    assert seen[-1] == [(50, 10), (50, 10)]
+    assert seen[-1] == [(50, 10, bench.DISTINCT_SIGNATURES)] * 2
     assert bench.floor(900, 200, 100, 2) < 1.0  # all of them: the wall time, unscaled
-    assert seen[-1] == [(500, 100), (500, 100)]
+    assert seen[-1] == [(500, 100, bench.DISTINCT_SIGNATURES)] * 2
+    bench.floor(900, 200, 100, 2, distinct=1)
+    assert seen[-1] == [(500, 100, 1)] * 2

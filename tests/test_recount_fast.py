@@ -25,7 +25,7 @@ from nacl.bindings import crypto_core_ed25519_add
 
 from auditor.crypto.ecies import ELL, decrypt, encrypt, is_valid_point, public_of
 from auditor.crypto.ed25519 import SigningKey, verify
-from auditor.crypto.opener import Opener
+from auditor.crypto.opener import Opener, SignatureChecker
 from auditor.errors import CryptoError
 from auditor.model.ballot import valid_vote_check, vote_problems
 from auditor.model.encoding import b64u_decode, canonical_value, jcs, sha256
@@ -39,6 +39,8 @@ from auditor.model.entries import (
     read_voter_entry,
     voter_entry_digest,
 )
+from auditor.model.envelope import SIGNING_PREFIX
+from auditor.verify.context import _verify_packed
 from auditor.verify.recount import parse_entry
 from tests.fuzzing import Corpus, build_corpus, entry_agrees, mutate
 from tests.test_ballot import CID, FULL, INVALID, NONCE, TEMPLATE, VALID
@@ -117,9 +119,22 @@ def test_opener_verifies_as_verify() -> None:
         (bytes(32), bytes(64), b""),
         (key.public, key.sign(b"x" * 5000), b"x" * 5000),  # longer than the first buffer
     ]
+    checker = SignatureChecker()
     for public, sig, msg in cases:
         assert opener.verify(public, sig, msg) == verify(public, sig, msg)
+        assert checker.verify(public, sig, msg) == verify(public, sig, msg)
     assert opener.verify(*cases[0]) and opener.verify(*cases[-1])
+    # the signature stage's packed batches (32-byte keys, 64-byte signatures, digests)
+    digests = [bytes([i]) * 32 for i in range(4)]
+    signed = [(key.public, key.sign(SIGNING_PREFIX + d), d) for d in digests]
+    signed[1] = (signed[1][0], signed[0][1], signed[1][2])  # another record's signature
+    signed[3] = (SMALL, signed[3][1], signed[3][2])  # a small-order key
+    packed = tuple(b"".join(row[i] for row in signed) for i in range(3))
+    assert (
+        _verify_packed(packed)
+        == bytes(verify(k, sig, SIGNING_PREFIX + d) for k, sig, d in signed)
+        == b"\x01\x00\x01\x00"
+    )
 
 
 # every small-order encoding libsodium lists (canonical ones and y ≥ p), and a few more

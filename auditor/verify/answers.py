@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -223,14 +224,36 @@ def block_histograms(
         yield histogram
 
 
+PARTITIONED = "partitioned_execution"  # DuckDB's optimizer that splits a big GROUP BY by key range
+
+
+@contextmanager
+def _one_scan(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """DuckDB's ``partitioned_execution`` optimizer (DuckDB 2) off for a while. Over
+    some four million rows it splits a GROUP BY into ranges of its first key (block), a
+    scan of ``answers`` each; the ranges do not prune the Parquet file's row groups, so
+    each range reads all of it: twelve scans per query at ten million voters (×64 the
+    time of a million). No query may be open when it starts or ends."""
+    known = con.execute("SELECT count(*) FROM duckdb_optimizers() WHERE name = ?", [PARTITIONED])
+    if not known.fetchall()[0][0]:
+        yield  # an older DuckDB: no such optimizer
+        return
+    before = con.execute("SELECT current_setting('disabled_optimizers')").fetchall()[0][0]
+    names = [name for name in before.split(",") if name.strip()]
+    con.execute("SET disabled_optimizers = ?", [",".join([*names, PARTITIONED])])
+    try:
+        yield
+    finally:
+        con.execute("SET disabled_optimizers = ?", [before])
+
+
 def rankings(
     con: duckdb.DuckDBPyConnection, template_cid: str, question: str
 ) -> list[tuple[tuple[str, ...], int]]:
     """Every distinct valid ranking given for a rank question (most preferred first; an
     empty ranking included), with the number of votes that gave it, in ranking order."""
-    return [
-        (tuple(ranking), n)
-        for ranking, n in con.execute(
+    with _one_scan(con):
+        rows = con.execute(
             """
         SELECT ranking, count(*) FROM (
             SELECT coalesce(list(option ORDER BY rank) FILTER (WHERE option IS NOT NULL), []) AS ranking
@@ -239,7 +262,7 @@ def rankings(
         """,
             [template_cid, question],
         ).fetchall()
-    ]
+    return [(tuple(ranking), n) for ranking, n in rows]
 
 
 def question_counts(
@@ -249,11 +272,13 @@ def question_counts(
     counts by chosen option."""
     ballots: dict[str, int] = {}
     options: dict[str, dict[str, int]] = {}
-    for block, option, n in con.execute(
-        "SELECT block, option, count(*) FROM answers WHERE template = ? AND question = ? "
-        "GROUP BY block, option ORDER BY block",
-        [template_cid, question],
-    ).fetchall():
+    with _one_scan(con):
+        rows = con.execute(
+            "SELECT block, option, count(*) FROM answers WHERE template = ? AND question = ? "
+            "GROUP BY block, option ORDER BY block",
+            [template_cid, question],
+        ).fetchall()
+    for block, option, n in rows:
         if option is None:
             ballots[block] = n
         else:

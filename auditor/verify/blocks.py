@@ -22,7 +22,54 @@ __all__ = ["check_blocks", "check_receipts", "check_tree"]
 # "sorted" lists of keys and ciphertexts are sorted by their ASCII text, not their bytes).
 MACROS = """
 CREATE OR REPLACE TEMP MACRO b64u(x) AS rtrim(replace(replace(to_base64(x), '+', '-'), '/', '_'), '=');
+CREATE OR REPLACE TEMP MACRO b64u16(x) AS
+    rtrim(replace(replace(left(to_base64(x), 16), '+', '-'), '/', '_'), '=');
 """
+# b64u16(x) is left(b64u(x), 16): the text of the first 12 bytes, or all of a shorter
+# value's. If these prefixes of a list's values are strictly increasing (sorted and
+# distinct), so are the whole texts: two values differ within their first 16 characters,
+# or one text is all of a short value's and a proper prefix of the other. A list that
+# passes on prefixes is sorted and distinct; any other is judged on the whole texts.
+
+
+def _up(column: str, prefixes: str) -> str:
+    """SQL: the values of the list ``column`` are non-NULL and their b64u prefixes
+    strictly increasing."""
+    return (
+        f"(list_count({column}) = len({column}) AND {prefixes} = list_sort({prefixes}) "
+        f"AND len(list_distinct({prefixes})) = len({column}))"
+    )
+
+
+def _whole(column: str, up: str, fact: str) -> str:
+    """SQL: whether the list ``column`` is sorted (``fact`` "sorted") or distinct by the
+    b64u text of its values; true when ``up`` (the prefixes said so), else computed on
+    the whole texts."""
+    text = f"list_transform({column}, lambda x: b64u(x))"
+    whole = f"{text} = list_sort({text})" if fact == "sorted" else f"len(list_distinct({text})) = len({text})"
+    return f"CASE WHEN {up} THEN true ELSE {whole} END"
+
+
+def shape_query(source: str, where: str = "") -> str:
+    """SQL: each block of ``source`` (``where`` filters them) with its member, vote and
+    voter counts and whether each list is sorted and distinct by b64u text (spec §2), as
+    the columns cid, template, members, n_members, n_votes, n_voters, members_sorted,
+    members_distinct, votes_sorted, votes_distinct, voters_sorted, voters_distinct.
+    The b64u text of each whole ciphertext (≈ 520 characters) is made only for a list
+    whose 16-character prefixes do not already show it sorted and distinct (b64u16)."""
+    lists = (("members", "mp", "m_up"), ("votes", "vp", "v_up"), ("voters", "wp", "w_up"))
+    prefixes = ", ".join(f"list_transform({c}, lambda x: b64u16(x)) AS {p}" for c, p, _ in lists)
+    ups = ", ".join(f"{_up(c, p)} AS {u}" for c, p, u in lists)
+    facts = ", ".join(
+        f"{_whole(c, u, fact)} AS {c}_{fact}" for c, _, u in lists for fact in ("sorted", "distinct")
+    )
+    return f"""
+        WITH p AS (SELECT cid, template, members, votes, voters, {prefixes} FROM {source} {where}),
+             u AS (SELECT *, {ups} FROM p)
+        SELECT cid, template, members, len(members) AS n_members, len(votes) AS n_votes,
+               len(voters) AS n_voters, {facts}
+        FROM u
+    """
 
 
 def check_receipts(audit: Audit) -> None:
@@ -92,27 +139,23 @@ def check_blocks(audit: Audit) -> None:
     assert audit.election is not None
     con = audit.con
     con.execute(MACROS)
-    # each block's signatures, counted once; then the blocks a Parquet part at a time
-    # (their ciphertexts, as b64u text, are held while a part is judged: Audit.sources)
+    # each block's signatures, counted once (of the blocks only: the per-part queries below
+    # each read this table whole, and every record's count would make that O(parts x
+    # records)); then the blocks a Parquet part at a time (their ciphertexts, as b64u
+    # text, are held while a part is judged: Audit.sources)
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE blk_sigs AS SELECT cid, count(*) AS n FROM signatures GROUP BY cid"
+        "CREATE OR REPLACE TEMP TABLE blk_sigs AS SELECT cid, count(*) AS n FROM signatures "
+        "WHERE cid IN (SELECT cid FROM vote_block WHERE election = ?) GROUP BY cid",
+        [audit.election.cid],
     )
     for i, source in enumerate(audit.sources("vote_block")):
         con.execute(
             f"""
             {"CREATE OR REPLACE TEMP TABLE blk AS" if i == 0 else "INSERT INTO blk"}
-            WITH b AS (
-                SELECT cid, template, members,
-                       list_transform(members, lambda x: b64u(x)) AS mt,
-                       list_transform(votes, lambda x: b64u(x)) AS vt,
-                       list_transform(voters, lambda x: b64u(x)) AS wt
-                FROM {source} WHERE election = ?
-            )
-            SELECT b.cid, b.template, b.members, len(mt) AS n_members, len(vt) AS n_votes,
-                   len(wt) AS n_voters, coalesce(s.n, 0) AS n_sigs,
-                   mt = list_sort(mt) AS members_sorted, len(list_distinct(mt)) = len(mt) AS members_distinct,
-                   vt = list_sort(vt) AS votes_sorted, len(list_distinct(vt)) = len(vt) AS votes_distinct,
-                   wt = list_sort(wt) AS voters_sorted, len(list_distinct(wt)) = len(wt) AS voters_distinct,
+            WITH b AS ({shape_query(source, "WHERE election = ?")})
+            SELECT b.cid, b.template, b.members, b.n_members, b.n_votes, b.n_voters,
+                   coalesce(s.n, 0) AS n_sigs, b.members_sorted, b.members_distinct,
+                   b.votes_sorted, b.votes_distinct, b.voters_sorted, b.voters_distinct,
                    b.cid IN (SELECT cid FROM counted) AS counted
             FROM b LEFT JOIN blk_sigs s USING (cid)
             """,
@@ -123,6 +166,17 @@ def check_blocks(audit: Audit) -> None:
         """
         CREATE OR REPLACE TEMP TABLE member AS
         SELECT cid, template, counted, unnest(members) AS key FROM blk
+        """
+    )
+    # Each block's signers, from sig_ok (every record's signatures: twenty million rows at
+    # ten million voters, which joined with the members on (cid, key) spills gigabytes),
+    # as lists a block: its valid signers' keys and every signature's key, in sig_ok's rows.
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE blk_signer AS
+        SELECT cid, coalesce(list(key) FILTER (WHERE ok AND key IS NOT NULL), []) AS valid,
+               list(key) AS keys
+        FROM sig_ok WHERE cid IN (SELECT cid FROM blk) GROUP BY cid
         """
     )
     con.execute(
@@ -144,13 +198,18 @@ def check_blocks(audit: Audit) -> None:
                    AND members_sorted AND members_distinct AND votes_sorted AND votes_distinct
                    AND voters_sorted AND voters_distinct)
         UNION ALL
-        SELECT m.cid, 'BLK-SIG', 'member ' || b64u(m.key) || ' has no valid signature on the block'
-        FROM member m
-        WHERE NOT EXISTS (SELECT 1 FROM sig_ok s WHERE s.cid = m.cid AND s.key = m.key AND s.ok)
+        SELECT cid, 'BLK-SIG', 'member ' || b64u(key) || ' has no valid signature on the block'
+        FROM (
+            SELECT b.cid, unnest(list_filter(b.members,
+                       lambda x: x IS NULL OR NOT list_contains(coalesce(g.valid, []), x))) AS key
+            FROM blk b LEFT JOIN blk_signer g ON g.cid = b.cid
+        )
         UNION ALL
-        SELECT s.cid, 'BLK-SIG', 'key ' || b64u(s.key) || ' signed the block but is not a member'
-        FROM sig_ok s JOIN blk b ON s.cid = b.cid
-        WHERE NOT list_contains(b.members, s.key)
+        SELECT cid, 'BLK-SIG', 'key ' || b64u(key) || ' signed the block but is not a member'
+        FROM (
+            SELECT b.cid, unnest(list_filter(g.keys, lambda x: NOT list_contains(b.members, x))) AS key
+            FROM blk b JOIN blk_signer g ON g.cid = b.cid
+        )
         UNION ALL
         SELECT cid, 'BLK-ELIGIBLE', 'it names template ' || template
                || ', which is not the effective template of a district'
@@ -164,6 +223,13 @@ def check_blocks(audit: Audit) -> None:
         FROM member m JOIN tpl t ON t.cid = m.template
         WHERE NOT EXISTS (SELECT 1 FROM eligible e WHERE e.key = m.key AND e.district = t.district)
         """
+    )
+    con.execute("DROP TABLE blk_signer")
+    # keys in more than one counted member row: only they can be in two counted blocks
+    # (BLK-UNIQUE, RCP-CONSISTENT); counted with a hash table of keys, not listed per key
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE member_twice AS "
+        "SELECT key FROM member WHERE counted GROUP BY key HAVING count(*) > 1"
     )
     blocks, counted_blocks = audit.rows("SELECT count(*), count(*) FILTER (WHERE counted) FROM blk")[0]
     note = f"{counted_blocks:,} counted blocks"
@@ -181,7 +247,8 @@ def check_blocks(audit: Audit) -> None:
         f.fail(check, cid, f"counted block {cid}: {shown}", problems=messages[:100])
     for key, cids in audit.rows(
         """
-        SELECT key, list(DISTINCT cid ORDER BY cid) FROM member WHERE counted
+        SELECT key, list(DISTINCT cid ORDER BY cid) FROM member m
+        WHERE counted AND EXISTS (SELECT 1 FROM member_twice t WHERE t.key IS NOT DISTINCT FROM m.key)
         GROUP BY key HAVING count(DISTINCT cid) > 1 ORDER BY key
         """
     ):
@@ -232,6 +299,7 @@ def _check_consistency(audit: Audit, blocks: int) -> None:
                      WHERE valid AND result = 'accepted' GROUP BY block)
         SELECT a1.receipt, m1.cid, m1.key, min(m2.cid)
         FROM member m1 JOIN member m2 ON m1.key = m2.key AND m1.cid <> m2.cid AND m1.counted AND m2.counted
+             AND m1.key IN (SELECT key FROM member_twice)
         JOIN acc a1 ON a1.block = m1.cid JOIN acc a2 ON a2.block = m2.cid
         WHERE a2.t < a1.t OR (a2.t = a1.t AND m2.cid < m1.cid)
         GROUP BY a1.receipt, m1.cid, m1.key ORDER BY 1, 3
@@ -288,16 +356,19 @@ def _check_consistency(audit: Audit, blocks: int) -> None:
     for cid, block, key, reason in audit.rows(
         """
         WITH named AS (SELECT cid, block, unnest(registrants) AS key FROM rcp
-                       WHERE valid AND result IN ('duplicate', 'invalid'))
+                       WHERE valid AND result IN ('duplicate', 'invalid')),
+             -- the member rows of the named keys, the only ones the conditions below can meet
+             -- (a hash table of the few named keys, not of every member)
+             mk AS (SELECT cid, key, counted FROM member WHERE key IN (SELECT key FROM named))
         SELECT n.cid, n.block, n.key,
-               CASE WHEN NOT EXISTS (SELECT 1 FROM member m WHERE m.cid = n.block AND m.key = n.key)
+               CASE WHEN NOT EXISTS (SELECT 1 FROM mk m WHERE m.cid = n.block AND m.key = n.key)
                     THEN 'is not a member of the block'
                     ELSE 'is in no other counted block' END
         FROM named n JOIN rcp r ON r.cid = n.cid
-        WHERE NOT EXISTS (SELECT 1 FROM member m WHERE m.cid = n.block AND m.key = n.key)
+        WHERE NOT EXISTS (SELECT 1 FROM mk m WHERE m.cid = n.block AND m.key = n.key)
                   AND n.block IN (SELECT cid FROM blk)
            OR (r.result = 'duplicate'
-               AND NOT EXISTS (SELECT 1 FROM member m WHERE m.key = n.key AND m.counted AND m.cid <> n.block))
+               AND NOT EXISTS (SELECT 1 FROM mk m WHERE m.key = n.key AND m.counted AND m.cid <> n.block))
         ORDER BY 1, 3
         """
     ):
