@@ -421,36 +421,25 @@ def main() -> None:
           f"{verify['ciphertexts']:,} ciphertexts, {args.workers} processes{scaled})")  # fmt: skip
     print(f"end to end {end_to_end:.1f} s = {results['ratio']}x the floor; verdict {verify['verdict']}; "
           f"{verify['voters']:,} voters counted; peak RSS {results['peakMB']:,} MB")  # fmt: skip
-    if args.former_floor:
-        results["formerFloor"] = round(
-            floor(
-                verify["signatures"],
-                verify["ciphertexts"],
-                verify["voters"],
-                args.workers,
-                former=True,
-                fraction=args.floor_fraction,
-            ),
-            2,
+    comparisons = (
+        (args.former_floor, "former", "up to session 6", {"former": True}),
+        (args.one_signature_floor, "oneSignature", "sessions 7 to 9", {"distinct": 1}),
+    )
+    for wanted, name, when, how in comparisons:
+        if not wanted:
+            continue
+        seconds = floor(
+            verify["signatures"],
+            verify["ciphertexts"],
+            verify["voters"],
+            args.workers,
+            fraction=args.floor_fraction,
+            **how,
         )
-        results["formerRatio"] = round(end_to_end / results["formerFloor"], 2)
-        print(f"former floor {results['formerFloor']:.1f} s (up to session 6): "
-              f"end to end = {results['formerRatio']}x that floor")  # fmt: skip
-    if args.one_signature_floor:
-        results["oneSignatureFloor"] = round(
-            floor(
-                verify["signatures"],
-                verify["ciphertexts"],
-                verify["voters"],
-                args.workers,
-                distinct=1,
-                fraction=args.floor_fraction,
-            ),
-            2,
-        )
-        results["oneSignatureRatio"] = round(end_to_end / results["oneSignatureFloor"], 2)
-        print(f"one-signature floor {results['oneSignatureFloor']:.1f} s (sessions 7 to 9): "
-              f"end to end = {results['oneSignatureRatio']}x that floor")  # fmt: skip
+        results[f"{name}Floor"] = round(seconds, 2)
+        results[f"{name}Ratio"] = round(end_to_end / seconds, 2)
+        label = "former floor" if name == "former" else "one-signature floor"
+        print(f"{label} {seconds:.1f} s ({when}): end to end = {results[f'{name}Ratio']}x that floor")
     print("verify stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in verify["stages"].items() if v >= 0.5))
     (work / "bench.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
 

@@ -21,6 +21,7 @@ half of the scalar multiplication itself, now runs once per ciphertext, not twic
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from nacl._sodium import ffi, lib
 
@@ -33,23 +34,34 @@ _NOT_A_POINT = "ciphertext R is not a valid prime-order Edwards25519 point"
 _NO_OPEN = "ciphertext does not decrypt under the election key and template"
 
 
+class _Buffer:
+    """An output buffer for libsodium, allocated again only when a call needs more."""
+
+    __slots__ = ("data", "size")
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = 0
+        self.data = ffi.new("unsigned char[]", 0)
+        self.need(size)
+
+    def need(self, size: int) -> Any:
+        """The buffer, of at least ``size`` bytes."""
+        if size > self.size:
+            self.size = max(size, 2 * self.size)
+            self.data = ffi.new("unsigned char[]", self.size)
+        return self.data
+
+
 class SignatureChecker:
     """Strict Ed25519 verification as ``auditor.crypto.ed25519.verify`` (libsodium's
     crypto_sign_open), its buffers allocated once: the signature stage checks millions of
     signatures a process (D41, D52). Not thread-safe (its buffer is reused)."""
 
-    __slots__ = ("_length", "_plain", "_size")
+    __slots__ = ("_length", "_out")
 
     def __init__(self) -> None:
         self._length = ffi.new("unsigned long long *")
-        self._size = 0
-        self._plain = ffi.new("unsigned char[]", 0)
-        self._grow(1024)
-
-    def _grow(self, size: int) -> None:
-        if size > self._size:
-            self._size = max(size, 2 * self._size)
-            self._plain = ffi.new("unsigned char[]", self._size)
+        self._out = _Buffer()
 
     def verify(self, public_key: bytes, signature: bytes, message: bytes) -> bool:
         """True if ``signature`` by ``public_key`` verifies over ``message``; False for any
@@ -57,15 +69,15 @@ class SignatureChecker:
         if len(public_key) != 32 or len(signature) != 64:
             return False
         signed = signature + message
-        self._grow(len(signed))
-        return bool(lib.crypto_sign_open(self._plain, self._length, signed, len(signed), public_key) == 0)
+        out = self._out.need(len(signed))
+        return bool(lib.crypto_sign_open(out, self._length, signed, len(signed), public_key) == 0)
 
 
 class Opener:
     """Opens ciphertexts with one private key, as ``decrypt(ciphertext, private_key, aad)``,
     and verifies Ed25519 signatures, as ``verify``. Not thread-safe (its buffers are reused)."""
 
-    __slots__ = ("_checker", "_key", "_plain", "_shared", "_size")
+    __slots__ = ("_checker", "_key", "_out", "_shared")
 
     def __init__(self, private_key: bytes) -> None:
         if len(private_key) != 32:  # decrypt's scalarmult refuses any other length (as "does not decrypt")
@@ -73,14 +85,7 @@ class Opener:
         self._key = bytes(private_key)
         self._shared = ffi.new("unsigned char[]", 32)
         self._checker = SignatureChecker()
-        self._size = 0
-        self._plain = ffi.new("unsigned char[]", 0)
-        self._grow(1024)
-
-    def _grow(self, size: int) -> None:
-        if size > self._size:
-            self._size = max(size, 2 * self._size)
-            self._plain = ffi.new("unsigned char[]", self._size)
+        self._out = _Buffer()
 
     def open(self, ciphertext: bytes, aad: bytes) -> bytes:
         """The plaintext (``aad``: the template CID's UTF-8 bytes); CryptoError says why not,
@@ -97,8 +102,7 @@ class Opener:
         key = hashlib.sha256(ECIES_LABEL + r_point + bytes(ffi.buffer(shared, 32))).digest()
         sealed = ciphertext[32:]
         size = len(sealed) - _TAG
-        self._grow(size)
-        plain = self._plain
+        plain = self._out.need(size)
         if (
             lib.crypto_aead_xchacha20poly1305_ietf_decrypt(
                 plain, ffi.NULL, ffi.NULL, sealed, len(sealed), aad, len(aad), _ZERO_NONCE, key
