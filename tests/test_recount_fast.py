@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.bindings import crypto_core_ed25519_add
 
-from auditor.crypto.ecies import ELL, decrypt, encrypt, is_valid_point, public_of
+from auditor.crypto.ecies import ELL, decrypt, derive_scalar, encrypt, is_valid_point, public_of
 from auditor.crypto.ed25519 import SigningKey, verify
 from auditor.crypto.opener import Opener, SignatureChecker
 from auditor.errors import CryptoError
@@ -135,6 +135,33 @@ def test_opener_verifies_as_verify() -> None:
         == bytes(verify(k, sig, SIGNING_PREFIX + d) for k, sig, d in signed)
         == b"\x01\x00\x01\x00"
     )
+
+
+def test_threads_sharing_an_opener_each_get_their_own_plaintexts() -> None:
+    """A Dask worker started with several threads runs recount batches side by side with
+    one Opener per process; cffi lets go of the GIL during each libsodium call, so buffers
+    shared by the threads made valid ciphertexts fail to open (or open to another's
+    plaintext)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    private = derive_scalar(b"threads")
+    public = public_of(private)
+    aad = "bagaaiera" + "a" * 52
+    key = SigningKey.derive("threads")
+    items = []
+    for i in range(400):
+        plain = b"%d-" % i * (1 + i % 40)  # plaintexts of many lengths
+        items.append((plain, encrypt(plain, public, aad, derive_scalar(b"r%d" % i)), key.sign(plain)))
+    opener = Opener(private)
+
+    def work(chunk: list[tuple[bytes, bytes, bytes]]) -> list[tuple[bytes, bool]]:
+        return [(opener.open(c, aad.encode()), opener.verify(key.public, sig, p)) for p, c, sig in chunk]
+
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(4):
+            chunks = [items[i::4] for i in range(4)]
+            for chunk, got in zip(chunks, pool.map(work, chunks), strict=True):
+                assert got == [(p, True) for p, _, _ in chunk]
 
 
 # every small-order encoding libsodium lists (canonical ones and y ≥ p), and a few more

@@ -127,10 +127,10 @@ copies to send, not a tuple per signature."""
 
 def _verify_packed(batch: Packed) -> bytes:
     """One byte per signature of the batch, 1 if it verifies (spec §3), else 0: ``verify``'s
-    answer, from libsodium called with buffers allocated once a process (D52)."""
+    answer, from libsodium called with buffers allocated once a thread (D52)."""
     keys, sigs, digests = batch
     out = bytearray(len(keys) // 32)
-    check = _checker().verify
+    check = _CHECKER.verify
     for i in range(len(out)):
         d = 32 * i
         if check(keys[d : d + 32], sigs[2 * d : 2 * d + 64], SIGNING_PREFIX + digests[d : d + 32]):
@@ -138,13 +138,7 @@ def _verify_packed(batch: Packed) -> bytes:
     return bytes(out)
 
 
-_CHECKER: list[SignatureChecker] = []  # this process's, made at its first batch
-
-
-def _checker() -> SignatureChecker:
-    if not _CHECKER:
-        _CHECKER.append(SignatureChecker())
-    return _CHECKER[0]
+_CHECKER = SignatureChecker()  # its buffers are made in each thread that uses it
 
 
 class _Slice:
