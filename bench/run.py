@@ -48,13 +48,17 @@ class _Descendants(threading.Thread):
     (``VmHWM`` in ``/proc/PID/status``: the highest a process ever reached, so a peak
     between two readings is not missed); keeps the highest. It used to read every
     descendant's current RSS every 0.1 s through psutil, which cost the stage measured
-    some 10 s of CPU in a million-voter verify (its scan of every process's parent)."""
+    some 10 s of CPU in a million-voter verify (its scan of every process's parent).
+
+    It also keeps each descendant's CPU seconds as last read: their sum is the workers'
+    CPU, short of what a process used in its last half second."""
 
     PERIOD = 0.5
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.peak = 0
+        self.cpu: dict[int, float] = {}
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -64,6 +68,11 @@ class _Descendants(threading.Thread):
         while not self.done.wait(self.PERIOD):
             for child in me.children(recursive=True):
                 self.peak = max(self.peak, _high_water(child))
+                try:
+                    times = child.cpu_times()
+                except psutil.Error:  # it ended
+                    continue
+                self.cpu[child.pid] = times.user + times.system
 
 
 def _high_water(process: Any) -> int:
@@ -116,14 +125,16 @@ def stage_verify(work: Path, car: Path, workers: int, cluster: str | None = None
     return {
         "verdict": result.verdict,
         "stages": _stage_times(result.stages),
+        "stageCpu": _stage_times(result.stages, "cpu"),  # this process's CPU (not its workers')
         "voters": sum(b.get("voters") or 0 for b in result.ballots),
         **_counts(work / "store"),
     }
 
 
-def _stage_times(stages: list[Any]) -> dict[str, float]:
-    """Seconds per stage; a name met again (the opening's signatures and the SIG-VALID
-    step) gets a number, so neither hides the other."""
+def _stage_times(stages: list[Any], measure: str = "seconds") -> dict[str, float]:
+    """Seconds per stage (``measure``: ``seconds`` of wall time or ``cpu`` of this
+    process); a name met again (the opening's signatures and the SIG-VALID step) gets a
+    number, so neither hides the other."""
     times: dict[str, float] = {}
     for stage in stages:
         name = (
@@ -131,7 +142,7 @@ def _stage_times(stages: list[Any]) -> dict[str, float]:
             if stage.name not in times
             else f"{stage.name} ({sum(k.startswith(stage.name) for k in times) + 1})"
         )
-        times[name] = round(stage.seconds, 2)
+        times[name] = round(getattr(stage, measure), 2)
     return times
 
 
@@ -374,7 +385,10 @@ def main() -> None:
             out = STAGES[args.stage](work, args.car, args.workers)
         sampler.done.set()
         out["peakMB"] = round(_peak_mb(sampler.peak))
-        out["peakMainMB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        out["peakMainMB"] = round(usage.ru_maxrss / 1024)
+        out["cpuMain"] = round(usage.ru_utime + usage.ru_stime, 1)  # this process, all its threads
+        out["cpuWorkers"] = round(sum(sampler.cpu.values()), 1)  # sampled (the class says how)
         print(json.dumps(out))
         return
     car = args.car
@@ -441,6 +455,21 @@ def main() -> None:
         label = "former floor" if name == "former" else "one-signature floor"
         print(f"{label} {seconds:.1f} s ({when}): end to end = {results[f'{name}Ratio']}x that floor")
     print("verify stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in verify["stages"].items() if v >= 0.5))
+    # where the cores went: CPU seconds of each stage's process and of its workers, beside
+    # the floor's (its loops keep every worker busy: about floor x workers)
+    cpu = {n: results[n]["cpuMain"] + results[n]["cpuWorkers"] for n in ("harvest", "verify", "reports")}
+    results["cpu"] = {n: round(v, 1) for n, v in cpu.items()}
+    busy = sum(cpu.values()) / (end_to_end * args.workers) if end_to_end else 0
+    print(
+        "CPU seconds: "
+        + ", ".join(
+            f"{n} {cpu[n]:.1f} (its process {results[n]['cpuMain']:.1f}, "
+            f"workers {results[n]['cpuWorkers']:.1f})"
+            for n in cpu
+        )
+        + f"; {sum(cpu.values()):.1f} in all against the floor's ≈ {results['floor'] * args.workers:.1f}; "
+        f"the {args.workers} cores {busy:.0%} busy"
+    )
     (work / "bench.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
 
 

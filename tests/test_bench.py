@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -130,3 +131,29 @@ def test_a_fraction_of_the_floor_is_scaled_up_and_its_start_is_paid_once(
     assert seen[-1] == [(500, 100, bench.DISTINCT_SIGNATURES)] * 2
     bench.floor(900, 200, 100, 2, distinct=1)
     assert seen[-1] == [(500, 100, 1)] * 2
+
+
+def test_the_sampler_sums_the_cpu_of_its_descendants(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The verify's workers' CPU seconds: each descendant's, as last read, summed."""
+    import subprocess
+
+    bench = _bench()
+    monkeypatch.setattr(bench._Descendants, "PERIOD", 0.05)
+    sampler = bench._Descendants()
+    sampler.start()
+    # a child that spins for 0.6 s of CPU, says so, and waits (alive at the next reading)
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time, sys\nt = time.process_time()\n"
+         "while time.process_time() - t < 0.6: pass\n"
+         "sys.stdout.write('ok\\n'); sys.stdout.flush(); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"ok\n"
+        time.sleep(0.3)  # a few readings after the spin
+        assert 0.5 <= sampler.cpu[child.pid] < 5
+        assert sum(sampler.cpu.values()) >= 0.5
+    finally:
+        sampler.done.set()
+        child.kill()
+        child.wait()

@@ -159,6 +159,8 @@ def test_b_added_records_are_the_only_ones_checked(
     monkeypatch.setattr(recount, "BATCH", 2)
     monkeypatch.setattr(context, "SIG_BATCH", 64)
     monkeypatch.setattr(context, "TOKEN_BATCH", 1)
+    # slices of a few tokens: some all cached (nothing for the workers), some mixed
+    monkeypatch.setattr(context, "TOKEN_STREAM", 7)
     records = _records(clean / "records")
     accepted = sorted(
         e["body"]["block"] for t, _, e in records if t == "receipt" and e["body"]["result"] == "accepted"

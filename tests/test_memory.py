@@ -8,6 +8,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pyarrow as pa
@@ -157,19 +158,31 @@ def test_signatures_on_worker_processes_give_the_same_findings(
 def test_tokens_verified_a_slice_at_a_time_give_the_same_findings(
     sims: Callable[[str | None], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Timestamp tokens stream from DuckDB TOKEN_STREAM at a time (here 5): the findings,
-    outcomes and proven times are those of one slice."""
+    """Timestamp tokens stream from DuckDB TOKEN_STREAM at a time (here 5), in batches of
+    3 for two worker processes: the findings, outcomes and proven times are those of one
+    slice, and one pool of workers verifies every slice (started once for the stream)."""
     election = sims("tsa-imprint")
     store = _store(election, tmp_path)
     trust = load_trust(election / "trust.toml")
     whole = verify_store(store, trust, workers=1, recount=False, audit_dir=tmp_path / "whole")
     monkeypatch.setattr(context, "TOKEN_STREAM", 5)
+    monkeypatch.setattr(context, "TOKEN_BATCH", 3)
+    pools: list[str] = []
+    pooled_map = LocalRunner.map
+
+    def counted_map(self: LocalRunner, task: Any, batches: Any, *, small: bool = False) -> Any:
+        pools.append(task.name)
+        return pooled_map(self, task, batches, small=small)
+
+    monkeypatch.setattr(LocalRunner, "map", counted_map)
     sliced = verify_store(store, trust, workers=2, recount=False, audit_dir=tmp_path / "sliced")
     assert [f.to_json() for f in sliced.findings] == [f.to_json() for f in whole.findings]
     assert [o.to_json() for o in sliced.outcomes] == [o.to_json() for o in whole.outcomes]
     assert any(f.check == "TSA-IMPRINT" for f in sliced.findings)
     tokens = next(o for o in sliced.outcomes if o.id == "TSA-TOKEN").checked
     assert tokens > 5 * 4  # several slices
+    assert pools.count("tokens") == 1
+    assert next(s.detail for s in sliced.stages if s.name == "timestamps").endswith("2 processes")
 
 
 def test_tally_cells_streamed_a_few_rows_at_a_time_give_the_same_findings(

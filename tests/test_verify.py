@@ -323,6 +323,10 @@ def test_verify_command_json_summary(tmp_path: Path, clean: Path) -> None:
     summary = json.loads(result.output)
     assert [c["id"] for c in summary["checks"]] == list(CHECK_IDS)
     assert summary["trust"]["election"] and summary["stages"]
+    # each stage's wall time and this process's CPU seconds over it (the bench's accounts)
+    stages = {s["name"]: s for s in summary["stages"]}
+    assert all(s["seconds"] >= 0 and s["cpu"] >= 0 for s in stages.values())
+    assert stages["signatures"]["cpu"] > 0 and stages["recount"]["cpu"] > 0
 
 
 def test_verify_command_input_errors_exit_2(tmp_path: Path, clean: Path) -> None:

@@ -89,6 +89,7 @@ class Stage:
     name: str
     seconds: float
     detail: str = ""
+    cpu: float = 0.0  # CPU seconds of this process (all its threads, DuckDB's too), not its workers'
 
 
 def arrow(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> pa.Table:
@@ -197,6 +198,7 @@ def _joined(values: pa.Array, width: int) -> bytes:
 
 
 _TSA: tuple[list[bytes], tuple[bytes, ...]] = ([], ())
+Stamped = tuple[bytes, bytes]  # a timestamp token and the digest of its record
 
 
 def _init_tokens(certs: list[bytes], roots: tuple[bytes, ...]) -> None:
@@ -287,11 +289,12 @@ class Audit:
     @contextmanager
     def stage(self, name: str, detail: str = "") -> Iterator[Stage]:
         entry = Stage(name, 0.0, detail)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         try:
             yield entry
         finally:
             entry.seconds = time.perf_counter() - started
+            entry.cpu = time.process_time() - cpu
             self.stages.append(entry)
 
     def close(self) -> None:
@@ -614,7 +617,10 @@ class Audit:
             f"WHERE t.cid NOT IN ({of_other_elections(sql_literal(self.election.cid))})"
         )
         reader = arrow_batches(relation, TOKEN_STREAM)
-        try:
+        # read, and not yet every token verified: (cids, idxs, types, the cache's answer)
+        slices: deque[tuple[list[str], list[int], list[str], Lookup[Stamped, TokenResult]]] = deque()
+
+        def batches() -> Iterator[Sequence[Stamped]]:  # one pass of the runner over every slice
             for batch in reader:
                 table = pa.Table.from_batches([batch])
                 cids = table.column("cid").to_pylist()
@@ -624,19 +630,36 @@ class Audit:
                     zip(table.column("token").to_pylist(), self._digests(table).to_pylist(), strict=True)
                 )
                 del table
-                found: Lookup[tuple[bytes, bytes], TokenResult] = (
+                found: Lookup[Stamped, TokenResult] = (
                     self.cache.tokens(context, pairs) if self.cache else Lookup.nothing(pairs)
                 )
                 del pairs
-                fresh: list[TokenResult] = []
-                for part in self.runner.map(task, _chunks(found.todo, TOKEN_BATCH), small=small):
-                    fresh.extend(part)
-                results = found.merge(fresh)
-                if self.cache:
-                    self.cache.keep_tokens(found, fresh)
-                tokens += len(results)
-                reused += found.reused
-                outcomes.append(self._token_outcomes(cids, idxs, types, results, proven))
+                slices.append((cids, idxs, types, found))
+                yield from _chunks(found.todo, TOKEN_BATCH)
+
+        def finish(fresh: list[TokenResult]) -> None:
+            nonlocal tokens, reused
+            cids, idxs, types, found = slices.popleft()
+            results = found.merge(fresh)
+            if self.cache:
+                self.cache.keep_tokens(found, fresh)
+            tokens += len(results)
+            reused += found.reused
+            outcomes.append(self._token_outcomes(cids, idxs, types, results, proven))
+
+        fresh: list[TokenResult] = []  # the results of the first slice's tokens, so far
+        try:
+            # one pool for the whole stream: the next slice is read while the workers
+            # verify this one, and the workers start once (a pool a slice cost ten
+            # million voters' ten slices a start each, and the workers waited meanwhile)
+            for part in self.runner.map(task, batches(), small=small):
+                fresh.extend(part)
+                while slices and len(fresh) >= len(slices[0][3].todo):
+                    done = len(slices[0][3].todo)
+                    finish(fresh[:done])
+                    del fresh[:done]
+            while slices:  # slices with nothing (left) to verify
+                finish([])
         finally:
             stream.close()
         self._register_proven(proven)

@@ -132,7 +132,8 @@ class Verification:
             "checks": [o.to_json() for o in self.outcomes],
             "findings": len(self.findings),
             "stages": [
-                {"name": s.name, "seconds": round(s.seconds, 3), "detail": s.detail} for s in self.stages
+                {"name": s.name, "seconds": round(s.seconds, 3), "cpu": round(s.cpu, 3), "detail": s.detail}
+                for s in self.stages
             ],
             "internalErrors": self.internal_errors,
             "ballots": self.ballots,
