@@ -157,6 +157,9 @@ def test_b_added_records_are_the_only_ones_checked(
     # small batches: the process and thread pools run, and cached blocks interleave with
     # decrypted ones inside the workers' stream
     monkeypatch.setattr(recount, "BATCH", 2)
+    # ranges of a few blocks, read from a copy partitioned by range (D56)
+    monkeypatch.setattr(recount, "SORT_BLOCKS", 5)
+    monkeypatch.setattr(recount, "PARTITION_RANGES", 2)
     monkeypatch.setattr(context, "SIG_BATCH", 64)
     monkeypatch.setattr(context, "TOKEN_BATCH", 1)
     # slices of a few tokens: some all cached (nothing for the workers), some mixed

@@ -262,14 +262,54 @@ def test_the_recount_reading_blocks_a_range_at_a_time_gives_the_same_result(
     monkeypatch.setattr(recount, "SORT_BLOCKS", 3)
     monkeypatch.setattr(recount, "BATCH", 2)
     monkeypatch.setattr(recount, "KEPT_ROWS", 1)  # an insert for every answer, mid-read
-    many = verify_store(store, trust, workers=1, audit_dir=tmp_path / "many")
-    assert many.internal_errors == [] and one.internal_errors == []
-    assert [f.to_json() for f in many.findings] == [f.to_json() for f in one.findings]
-    assert any(f.check == "BAL-VALID" for f in many.findings)
-    assert pq.read_table(tmp_path / "many" / "answers.parquet").equals(
-        pq.read_table(tmp_path / "one" / "answers.parquet")
-    )
-    assert many.ballots == one.ballots and many.ballots
+    copies: list[int] = []  # the ranges of each copy partitioned by range (D56)
+    partition = recount._Counted._partition
+
+    def counted_partition(self: recount._Counted) -> None:
+        copies.append(len(self.ranges))
+        partition(self)
+        assert self.folder is not None
+        assert len(list(self.folder.iterdir())) == len(self.ranges)  # a folder a range
+
+    monkeypatch.setattr(recount._Counted, "_partition", counted_partition)
+    many = verify_store(store, trust, workers=1, audit_dir=tmp_path / "many")  # read from vote_block
+    monkeypatch.setattr(recount, "PARTITION_RANGES", 2)
+    copied = verify_store(store, trust, workers=1, audit_dir=tmp_path / "copied")  # read from the copy
+    assert len(copies) == 1 and copies[0] > 2  # only the last run copied, into several ranges
+    for run, name in ((many, "many"), (copied, "copied")):
+        assert run.internal_errors == [] and one.internal_errors == []
+        assert [f.to_json() for f in run.findings] == [f.to_json() for f in one.findings]
+        assert any(f.check == "BAL-VALID" for f in run.findings)
+        assert pq.read_table(tmp_path / name / "answers.parquet").equals(
+            pq.read_table(tmp_path / "one" / "answers.parquet")
+        )
+        assert run.ballots == one.ballots and run.ballots
+        assert not (tmp_path / name / "recount-blocks").exists()  # the copy is gone
+
+
+def test_the_copy_of_the_counted_blocks_goes_when_the_recount_stops(
+    sims: Callable[[str | None], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recount that stops half-way (here on an error writing the answers) leaves no
+    copy of the counted blocks in the audit folder, and says it stopped."""
+    from auditor.verify import answers, recount
+
+    election = sims(None)
+    store = _store(election, tmp_path)
+    trust = load_trust(election / "trust.toml")
+    monkeypatch.setattr(recount, "SORT_BLOCKS", 3)
+    monkeypatch.setattr(recount, "PARTITION_RANGES", 2)
+    seen: list[bool] = []
+
+    def failing_write(self: answers.AnswersWriter, *_: object) -> None:
+        seen.append((tmp_path / "audit" / "recount-blocks").is_dir())
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(answers.AnswersWriter, "write", failing_write)
+    result = verify_store(store, trust, workers=1, audit_dir=tmp_path / "audit")
+    assert seen == [True]  # the copy was there while the blocks were read
+    assert not (tmp_path / "audit" / "recount-blocks").exists()
+    assert any("the recount step stopped" in e and "disk full" in e for e in result.internal_errors)
 
 
 def _asked_whole(audit: Audit) -> None:
