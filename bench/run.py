@@ -384,6 +384,7 @@ def main() -> None:
         else:
             out = STAGES[args.stage](work, args.car, args.workers)
         sampler.done.set()
+        sampler.join()
         out["peakMB"] = round(_peak_mb(sampler.peak))
         usage = resource.getrusage(resource.RUSAGE_SELF)
         out["peakMainMB"] = round(usage.ru_maxrss / 1024)
@@ -460,6 +461,11 @@ def main() -> None:
     cpu = {n: results[n]["cpuMain"] + results[n]["cpuWorkers"] for n in ("harvest", "verify", "reports")}
     results["cpu"] = {n: round(v, 1) for n, v in cpu.items()}
     busy = sum(cpu.values()) / (end_to_end * args.workers) if end_to_end else 0
+    cores = (
+        f"the {args.workers} cores {busy:.0%} busy"
+        if not args.cluster
+        else "the cluster's workers are not counted"
+    )
     print(
         "CPU seconds: "
         + ", ".join(
@@ -468,7 +474,7 @@ def main() -> None:
             for n in cpu
         )
         + f"; {sum(cpu.values()):.1f} in all against the floor's ≈ {results['floor'] * args.workers:.1f}; "
-        f"the {args.workers} cores {busy:.0%} busy"
+        + cores
     )
     (work / "bench.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
 

@@ -15,6 +15,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -129,11 +130,24 @@ def _parts(cache: Path, kind: str) -> list[Path]:
 
 
 def test_a_second_run_reuses_every_result(
-    store: Path, clean: Path, cold: Verification, tmp_path: Path
+    store: Path, clean: Path, cold: Verification, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trust, cache = clean / "trust.toml", tmp_path / "cache"
+    # streams of several slices: on the second run every slice is cached, and each is
+    # finished as it is read (nothing for the workers, nothing held until the end)
+    monkeypatch.setattr(context, "TOKEN_STREAM", 5)
+    monkeypatch.setattr(context, "SIG_STREAM", 100)
     first = _verify(store, trust, cache, audit_dir=tmp_path / "first")
+    chunked: list[int] = []
+    chunks = context._chunks
+
+    def counted_chunks(items: Any, size: int) -> Any:
+        chunked.append(len(items))
+        return chunks(items, size)
+
+    monkeypatch.setattr(context, "_chunks", counted_chunks)
     second = _verify(store, trust, cache, audit_dir=tmp_path / "second")
+    assert chunked == []  # no slice of tokens had anything to verify
     assert first.cache is not None and second.cache is not None
     assert first.cache["reused"] == NOTHING
     assert all(first.cache["checked"][kind] > 0 for kind in NOTHING)
@@ -160,6 +174,14 @@ def test_b_added_records_are_the_only_ones_checked(
     # ranges of a few blocks, read from a copy partitioned by range (D56)
     monkeypatch.setattr(recount, "SORT_BLOCKS", 5)
     monkeypatch.setattr(recount, "PARTITION_RANGES", 2)
+    copies: list[int] = []
+    partition = recount._Counted._partition
+
+    def counted_partition(self: recount._Counted) -> None:
+        partition(self)
+        copies.append(len(self.ranges) if self.folder is not None else 0)
+
+    monkeypatch.setattr(recount._Counted, "_partition", counted_partition)
     monkeypatch.setattr(context, "SIG_BATCH", 64)
     monkeypatch.setattr(context, "TOKEN_BATCH", 1)
     # slices of a few tokens: some all cached (nothing for the workers), some mixed
@@ -192,6 +214,7 @@ def test_b_added_records_are_the_only_ones_checked(
     assert after.verdict == "verified"
     assert _detail(after, "recount").endswith(", 2 processes")  # the pool ran, with cached blocks between
     assert _detail(after, "timestamps").endswith(", 2 processes")
+    assert len(copies) == 3 and all(n >= 2 for n in copies)  # each run read its blocks from a copy by range
     _same(after, full, store)
     answers = pq.read_table(tmp_path / "after" / "answers.parquet")
     assert answers.equals(pq.read_table(tmp_path / "full" / "answers.parquet"))

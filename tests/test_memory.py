@@ -8,6 +8,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psutil
@@ -247,7 +248,7 @@ def test_blocks_judged_a_part_at_a_time_give_the_same_findings(
 def test_the_recount_reading_blocks_a_range_at_a_time_gives_the_same_result(
     sims: Callable[[str | None], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The recount reads the counted blocks a range of CIDs at a time (recount._batches);
+    """The recount reads the counted blocks a range of CIDs at a time (recount._Counted);
     with ranges of a few blocks, the findings and the answers are those of one range. Its
     tables are written while the blocks are read (here a row at a time, recount._Kept):
     the reading goes on and the tables hold the same rows."""
@@ -274,8 +275,18 @@ def test_the_recount_reading_blocks_a_range_at_a_time_gives_the_same_result(
     monkeypatch.setattr(recount._Counted, "_partition", counted_partition)
     many = verify_store(store, trust, workers=1, audit_dir=tmp_path / "many")  # read from vote_block
     monkeypatch.setattr(recount, "PARTITION_RANGES", 2)
+    removed: list[str] = []  # each range's file is removed once read, from the copy only
+    rmtree = shutil.rmtree
+
+    def recorded_rmtree(path: Any, *args: Any, **kwargs: Any) -> None:
+        removed.append(Path(path).name)
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", recorded_rmtree)
     copied = verify_store(store, trust, workers=1, audit_dir=tmp_path / "copied")  # read from the copy
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
     assert len(copies) == 1 and copies[0] > 2  # only the last run copied, into several ranges
+    assert [n for n in removed if n.startswith("part=")] == [f"part={i}" for i in range(copies[0])]
     for run, name in ((many, "many"), (copied, "copied")):
         assert run.internal_errors == [] and one.internal_errors == []
         assert [f.to_json() for f in run.findings] == [f.to_json() for f in one.findings]
@@ -285,6 +296,42 @@ def test_the_recount_reading_blocks_a_range_at_a_time_gives_the_same_result(
         )
         assert run.ballots == one.ballots and run.ballots
         assert not (tmp_path / name / "recount-blocks").exists()  # the copy is gone
+
+
+@pytest.mark.parametrize("why", ["no room", "copy fails"])
+def test_without_room_for_the_copy_the_ranges_are_read_from_vote_block(
+    why: str, sims: Callable[[str | None], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the audit folder's disk cannot hold the copy by range, or the copy fails, the
+    recount reads the ranges from vote_block as it does below PARTITION_RANGES, with the
+    same findings and answers, and its detail says why."""
+    import pyarrow.parquet as pq
+
+    from auditor.verify import recount
+
+    election = sims("ballot-invalid")
+    store = _store(election, tmp_path)
+    trust = load_trust(election / "trust.toml")
+    one = verify_store(store, trust, workers=1, audit_dir=tmp_path / "one")
+    monkeypatch.setattr(recount, "SORT_BLOCKS", 3)
+    monkeypatch.setattr(recount, "PARTITION_RANGES", 2)
+    audit_dir = tmp_path / "audit"
+    if why == "no room":
+        monkeypatch.setattr(
+            recount.shutil, "disk_usage", lambda _: SimpleNamespace(total=1, used=1, free=1000)
+        )
+    else:  # a file where the copy's folder goes: DuckDB cannot write it
+        audit_dir.mkdir()
+        (audit_dir / "recount-blocks").write_bytes(b"not a folder")
+    run = verify_store(store, trust, workers=1, audit_dir=audit_dir)
+    assert run.internal_errors == []
+    assert [f.to_json() for f in run.findings] == [f.to_json() for f in one.findings]
+    assert pq.read_table(audit_dir / "answers.parquet").equals(
+        pq.read_table(tmp_path / "one" / "answers.parquet")
+    )
+    detail = next(s.detail for s in run.stages if s.name == "recount")
+    expected = "GB free in the audit folder" if why == "no room" else "the copy by range failed"
+    assert "ranges read from vote_block" in detail and expected in detail, detail
 
 
 def test_the_copy_of_the_counted_blocks_goes_when_the_recount_stops(

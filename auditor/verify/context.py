@@ -302,6 +302,7 @@ class Audit:
         folder, if any."""
         self.con.close()
         shutil.rmtree(self.out / "spill", ignore_errors=True)
+        shutil.rmtree(self.out / "recount-blocks", ignore_errors=True)  # a recount killed mid-way
         if self._scratch is not None:
             self._scratch.cleanup()
 
@@ -506,6 +507,9 @@ class Audit:
                     found = self.cache.signatures(triples)
                     part = _Slice(table, found, found.todo)
                 slices.append(part)
+                if not part.pending and len(slices) == 1:  # all cached, nothing before it: done
+                    finish(slices.popleft())
+                    continue
                 yield from part.batches
 
         schema = pa.schema(
@@ -635,6 +639,9 @@ class Audit:
                 )
                 del pairs
                 slices.append((cids, idxs, types, found))
+                if not found.todo and len(slices) == 1:  # all cached, nothing before it: done
+                    finish([])
+                    continue
                 yield from _chunks(found.todo, TOKEN_BATCH)
 
         def finish(fresh: list[TokenResult]) -> None:
@@ -660,6 +667,8 @@ class Audit:
                     del fresh[:done]
             while slices:  # slices with nothing (left) to verify
                 finish([])
+            if fresh:  # a bug: results no token asked for
+                raise RuntimeError(f"{len(fresh)} token results past the last token")
         finally:
             stream.close()
         self._register_proven(proven)

@@ -18,11 +18,12 @@ import shutil
 import typing
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import duckdb
 import pyarrow as pa
 
 from auditor.crypto.ecies import combine_private
@@ -49,7 +50,7 @@ from auditor.model.entries import (
 from auditor.model.envelope import signed_message
 from auditor.model.records import BallotTemplate
 from auditor.parallel import Task
-from auditor.store.evidence import sql_literal
+from auditor.store.evidence import EvidenceStore, sql_literal
 from auditor.verify.answers import AnswerRows, AnswersWriter, Row, record_batch
 from auditor.verify.cache import ResultCache
 from auditor.verify.context import Audit, create_table, insert_rows, reuse_note
@@ -348,7 +349,8 @@ class _Counted:
             (self.cids[start], self.cids[min(start + SORT_BLOCKS, len(self.cids)) - 1])
             for start in range(0, len(self.cids), SORT_BLOCKS)
         ]
-        self.folder: Path | None = None
+        self.folder: Path | None = None  # the copy by range, when made
+        self.note = ""  # why there is no copy, when there should be
 
     def __enter__(self) -> _Counted:
         if len(self.ranges) >= PARTITION_RANGES:
@@ -360,9 +362,23 @@ class _Counted:
             shutil.rmtree(self.folder, ignore_errors=True)
 
     def _partition(self) -> None:
+        """Copy the counted blocks by range into ``recount-blocks``; when the disk has no
+        room for them or the copy fails, read the ranges from ``vote_block`` instead (the
+        stage's detail says so)."""
         con = self.audit.con
-        self.folder = self.audit.out / "recount-blocks"
-        shutil.rmtree(self.folder, ignore_errors=True)
+        folder = self.audit.out / "recount-blocks"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        need = sum(
+            part.stat().st_size for part in EvidenceStore(self.audit.root, read_only=True).parts("vote_block")
+        )
+        free = shutil.disk_usage(folder.parent).free
+        if free < need + need // 4:
+            self.note = (
+                f"ranges read from vote_block: {free / 1e9:.1f} GB free in the audit folder, "
+                f"the copy by range needs about {need / 1e9:.1f} GB"
+            )
+            return
         ranges = pa.array([i // SORT_BLOCKS for i in range(len(self.cids))], pa.int32())
         parts = pa.table({"cid": self.cids, "part": ranges})
         create_table(con, "recount_range", parts.schema, temporary=True)
@@ -373,15 +389,21 @@ class _Counted:
             con.execute(
                 "COPY (SELECT r.part, b.cid, b.template, b.members, b.votes, b.voters "
                 "FROM vote_block b JOIN recount_range r USING (cid)) "
-                f"TO {sql_literal(str(self.folder))} "
+                f"TO {sql_literal(str(folder))} "
                 f"(FORMAT parquet, PARTITION_BY (part), ROW_GROUP_SIZE {PARTITION_ROW_GROUP}, "
                 "COMPRESSION snappy)"
             )
+        except (duckdb.Error, OSError) as e:  # a full disk, most likely: the slower way
+            shutil.rmtree(folder, ignore_errors=True)
+            self.note = f"ranges read from vote_block: the copy by range failed ({_short(e)})"
+            return
         except BaseException:
-            shutil.rmtree(self.folder, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
             raise
         finally:
-            con.execute("DROP TABLE IF EXISTS recount_range")
+            with suppress(duckdb.Error):
+                con.execute("DROP TABLE IF EXISTS recount_range")
+        self.folder = folder
 
     def batches(self) -> Iterator[list[Item]]:
         leaves = self.leaves
@@ -394,8 +416,8 @@ class _Counted:
                 )
             else:
                 files = self.folder / f"part={part}"
-                if not files.exists():  # pragma: no cover - every range has a block of vote_block
-                    continue
+                if not files.is_dir():  # every range has blocks: DuckDB wrote it elsewhere
+                    raise RuntimeError(f"the copy of the counted blocks has no folder {files.name}")
                 result = self.audit.con.execute(
                     "SELECT cid, template, members, votes, voters FROM "
                     f"read_parquet({sql_literal(str(files / '*.parquet'))}) ORDER BY cid"
@@ -519,35 +541,36 @@ def recount(audit: Audit) -> None:
             "DEC-ENTRIES", cid, f"counted block {cid} is not in the evidence: its votes cannot be decrypted"
         )
     context = ResultCache.recount_context(private_key, templates) if audit.cache else None
-    cursors = ExitStack()  # each table's cursor is closed however the recount ends
-    counted = cursors.enter_context(_Counted(audit, leaves))  # before the reads' fewer threads
-    plan = _Plan(audit, counted, context)
-    # what the later queries read, kept by DuckDB (which spills it under a budget), not as
-    # Arrow in this process: a row per counted block and per voter entry
-    block_rows = cursors.enter_context(_Kept(audit, "recount_block", BLOCK_SCHEMA))
-    voters = cursors.enter_context(_Kept(audit, "voter_entry", VOTER_SCHEMA))
-    nonces = cursors.enter_context(_Kept(audit, "invalid_nonce", NONCE_SCHEMA))
-    counts = [0, 0]  # blocks, votes
-    writer = AnswersWriter(audit.out)
+    # the copy by range and each table's cursor are removed or closed however the recount
+    # ends (the answers file is removed if the reading fails)
+    with ExitStack() as cursors:
+        counted = cursors.enter_context(_Counted(audit, leaves))  # before the reads' fewer threads
+        plan = _Plan(audit, counted, context)
+        # what the later queries read, kept by DuckDB (which spills it under a budget), not
+        # as Arrow in this process: a row per counted block and per voter entry
+        block_rows = cursors.enter_context(_Kept(audit, "recount_block", BLOCK_SCHEMA))
+        voters = cursors.enter_context(_Kept(audit, "voter_entry", VOTER_SCHEMA))
+        nonces = cursors.enter_context(_Kept(audit, "invalid_nonce", NONCE_SCHEMA))
+        counts = [0, 0]  # blocks, votes
+        writer = AnswersWriter(audit.out)
 
-    def take(part: _Batch) -> None:
-        writer.write(part.votes, part.cells)
-        voters.add(part.voters)
-        nonces.add(part.nonces)
-        rows: list[Row] = []  # (block, template, leaf, members, counted)
-        for block in part.blocks:
-            for check, message in block.problems:
-                f.fail(check, block.cid, message)
-            audit.internal_errors.extend(block.errors)
-            rows.append((block.cid, block.template, block.leaf, block.members, block.counted))
-            counts[1] += block.members
-        counts[0] += len(rows)
-        if rows:
-            block_rows.add(record_batch(rows, BLOCK_SCHEMA))
+        def take(part: _Batch) -> None:
+            writer.write(part.votes, part.cells)
+            voters.add(part.voters)
+            nonces.add(part.nonces)
+            rows: list[Row] = []  # (block, template, leaf, members, counted)
+            for block in part.blocks:
+                for check, message in block.problems:
+                    f.fail(check, block.cid, message)
+                audit.internal_errors.extend(block.errors)
+                rows.append((block.cid, block.template, block.leaf, block.members, block.counted))
+                counts[1] += block.members
+            counts[0] += len(rows)
+            if rows:
+                block_rows.add(record_batch(rows, BLOCK_SCHEMA))
 
-    task = Task("recount", _read_batch, _init, (private_key, templates))
-    small = plan.expected() <= 4 * BATCH
-    with cursors:
+        task = Task("recount", _read_batch, _init, (private_key, templates))
+        small = plan.expected() <= 4 * BATCH
         try:
             with _threads(audit, READ_THREADS):  # the reads of the counted blocks
                 for part in plan.merge(audit.runner.map(task, plan.todo(), small=small)):
@@ -560,13 +583,21 @@ def recount(audit: Audit) -> None:
             kept.flush()
     blocks, votes = counts
     audit.recounted = blocks
-    audit.details["recount"] = f"{blocks:,} blocks{plan.finish()}, {audit.runner.describe(small=small)}"
+    audit.details["recount"] = f"{blocks:,} blocks{plan.finish()}, {audit.runner.describe(small=small)}" + (
+        f"; {counted.note}" if counted.note else ""
+    )
     note = f"{blocks:,} blocks, {votes:,} votes and as many voter entries"
     for check in ("DEC-ENTRIES", "DEC-VOTER", "DEC-NONCE", "BAL-VALID"):
         f.checked(check, votes, note)
     _check_nonces(audit)
     _check_registrants(audit)
     check_tally(audit)
+
+
+def _short(error: BaseException) -> str:
+    """The first line of an error's message, with its type."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
 class _Kept:
