@@ -22,10 +22,10 @@ from auditor.errors import AuditError
 from auditor.harvest import ArchiveSource, harvest
 from auditor.model.envelope import SIGNING_PREFIX
 from auditor.parallel import LocalRunner, Task
-from auditor.trust import load_trust
+from auditor.trust import Trust, load_trust
 from auditor.verify import context
 from auditor.verify.context import Audit, _Slice, _verify_packed
-from auditor.verify.engine import verify_store
+from auditor.verify.engine import Verification, verify_store
 
 MB = 1 << 20
 
@@ -245,6 +245,15 @@ def test_blocks_judged_a_part_at_a_time_give_the_same_findings(
     assert {f.check for f in split.findings} >= {"BLK-SHAPE"}
 
 
+def _counted_once(sims: Callable[[str | None], Path], tmp_path: Path) -> tuple[Path, Trust, Verification]:
+    """A store of an election with invalid votes, its trust, and its verification with
+    the counted blocks read in one range (audit folder ``one``)."""
+    election = sims("ballot-invalid")
+    store = _store(election, tmp_path)
+    trust = load_trust(election / "trust.toml")
+    return store, trust, verify_store(store, trust, workers=1, audit_dir=tmp_path / "one")
+
+
 def test_the_recount_reading_blocks_a_range_at_a_time_gives_the_same_result(
     sims: Callable[[str | None], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -256,10 +265,7 @@ def test_the_recount_reading_blocks_a_range_at_a_time_gives_the_same_result(
 
     from auditor.verify import recount
 
-    election = sims("ballot-invalid")
-    store = _store(election, tmp_path)
-    trust = load_trust(election / "trust.toml")
-    one = verify_store(store, trust, workers=1, audit_dir=tmp_path / "one")
+    store, trust, one = _counted_once(sims, tmp_path)
     monkeypatch.setattr(recount, "SORT_BLOCKS", 3)
     monkeypatch.setattr(recount, "BATCH", 2)
     monkeypatch.setattr(recount, "KEPT_ROWS", 1)  # an insert for every answer, mid-read
@@ -309,10 +315,7 @@ def test_without_room_for_the_copy_the_ranges_are_read_from_vote_block(
 
     from auditor.verify import recount
 
-    election = sims("ballot-invalid")
-    store = _store(election, tmp_path)
-    trust = load_trust(election / "trust.toml")
-    one = verify_store(store, trust, workers=1, audit_dir=tmp_path / "one")
+    store, trust, one = _counted_once(sims, tmp_path)
     monkeypatch.setattr(recount, "SORT_BLOCKS", 3)
     monkeypatch.setattr(recount, "PARTITION_RANGES", 2)
     audit_dir = tmp_path / "audit"
