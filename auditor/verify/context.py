@@ -57,6 +57,7 @@ __all__ = [
     "Stage",
     "arrow",
     "distinct_content",
+    "first_line",
     "fmt_time",
     "of_other_elections",
     "reuse_note",
@@ -764,6 +765,11 @@ class Audit:
             relation = "after" if end_inclusive else "at or after"
             return f"its proven time {fmt_time(t)} is {relation} {end} ({fmt_time(hi)})"
         return ""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of what an error says (DuckDB's messages go on for lines)."""
+    return str(error).split("\n", 1)[0]
 
 
 def reuse_note(reused: int, computed: int, verb: str = "checked") -> str:

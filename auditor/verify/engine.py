@@ -26,7 +26,7 @@ from auditor.trust import Trust
 from auditor.verify import advisory, authority, blocks, election, keys, outcome, records, recount, results
 from auditor.verify.answers import ANSWERS
 from auditor.verify.cache import ResultCache, open_cache
-from auditor.verify.context import Audit, Stage
+from auditor.verify.context import Audit, Stage, first_line
 from auditor.verify.findings import CheckOutcome, Finding
 
 __all__ = ["SHARED_CHECKS", "STEPS", "Verification", "verify_store"]
@@ -95,11 +95,7 @@ def _memory_advice() -> str:
 def _out_of_memory(audit: Audit, e: duckdb.OutOfMemoryException) -> InputError:
     """Work outside a step ran out of DuckDB's budget: the audit cannot go on (exit 2)."""
     audit.close()
-    return InputError(f"{e.__class__.__name__}: {_short(e)}; {_memory_advice()}")
-
-
-def _short(e: Exception) -> str:
-    return str(e).split("\n", 1)[0]
+    return InputError(f"{e.__class__.__name__}: {first_line(e)}; {_memory_advice()}")
 
 
 @dataclass
@@ -288,7 +284,7 @@ def _step(
             message = f"the {step.name} step stopped on an internal error ({type(e).__name__}: {e})"
             advice = "this is a bug in vtaudit, please report it"
             if isinstance(e, duckdb.OutOfMemoryException):
-                message = f"the {step.name} step ran out of memory ({_short(e)})"
+                message = f"the {step.name} step ran out of memory ({first_line(e)})"
                 advice = _memory_advice()
             errors.append(f"{message}; {advice}")
             for check in step.checks:  # a failure found before the error stands

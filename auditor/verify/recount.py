@@ -53,7 +53,7 @@ from auditor.parallel import Task
 from auditor.store.evidence import EvidenceStore, sql_literal
 from auditor.verify.answers import AnswerRows, AnswersWriter, Row, record_batch
 from auditor.verify.cache import ResultCache
-from auditor.verify.context import Audit, create_table, insert_rows, reuse_note
+from auditor.verify.context import Audit, create_table, first_line, insert_rows, reuse_note
 from auditor.verify.reuse import cache_rows, from_cache
 from auditor.verify.tally import check_tally
 
@@ -395,7 +395,9 @@ class _Counted:
             )
         except (duckdb.Error, OSError) as e:  # a full disk, most likely: the slower way
             shutil.rmtree(folder, ignore_errors=True)
-            self.note = f"ranges read from vote_block: the copy by range failed ({_short(e)})"
+            self.note = (
+                f"ranges read from vote_block: the copy by range failed ({type(e).__name__}: {first_line(e)})"
+            )
             return
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
@@ -408,14 +410,14 @@ class _Counted:
     def batches(self) -> Iterator[list[Item]]:
         leaves = self.leaves
         for part, (low, high) in enumerate(self.ranges):
-            if self.folder is None:
+            files = None if self.folder is None else self.folder / f"part={part}"
+            if files is None:
                 result = self.audit.con.execute(
                     "SELECT b.cid, b.template, b.members, b.votes, b.voters FROM vote_block b "
                     "WHERE b.cid IN (SELECT cid FROM counted) AND b.cid BETWEEN ? AND ? ORDER BY b.cid",
                     [low, high],
                 )
             else:
-                files = self.folder / f"part={part}"
                 if not files.is_dir():  # every range has blocks: DuckDB wrote it elsewhere
                     raise RuntimeError(f"the copy of the counted blocks has no folder {files.name}")
                 result = self.audit.con.execute(
@@ -424,8 +426,8 @@ class _Counted:
                 )
             while rows := result.fetchmany(BATCH):
                 yield [(c, t, leaves[c], list(m), list(v), list(w)) for c, t, m, v, w in rows]
-            if self.folder is not None:
-                shutil.rmtree(self.folder / f"part={part}", ignore_errors=True)
+            if files is not None:  # read: its disk is free again
+                shutil.rmtree(files, ignore_errors=True)
 
 
 @contextmanager
@@ -592,12 +594,6 @@ def recount(audit: Audit) -> None:
     _check_nonces(audit)
     _check_registrants(audit)
     check_tally(audit)
-
-
-def _short(error: BaseException) -> str:
-    """The first line of an error's message, with its type."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
 class _Kept:
