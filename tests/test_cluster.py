@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +217,44 @@ def _free_port() -> int:
         return port
 
 
+@contextmanager
+def _empty_scheduler() -> Iterator[str]:
+    """`dask scheduler` in its own process, with no worker: its address.
+
+    Its own process rather than a second `LocalCluster(n_workers=0)` in this one, whose
+    start beside the module's cluster now and then failed inside Dask (`assert loop is
+    not None`)."""
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    scheduler = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("dask")),
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            address.rsplit(":", 1)[1],
+            "--dashboard-address",
+            ":0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", int(address.rsplit(":", 1)[1])), timeout=1).close()
+                break
+            except OSError:
+                assert scheduler.poll() is None, "dask scheduler stopped at its start"
+                assert time.monotonic() < deadline, "dask scheduler did not listen within 30 s"
+                time.sleep(0.1)
+        yield address
+    finally:
+        scheduler.terminate()
+        scheduler.wait(timeout=30)
+
+
 @pytest.mark.parametrize("address", ["tcp://127.0.0.1:{port}", "no-port-here"])
 def test_an_unreachable_scheduler_is_an_input_error(address: str, sims: Callable[[str | None], Path]) -> None:
     address = address.format(port=_free_port())
@@ -238,11 +280,11 @@ def test_a_scheduler_without_workers_or_with_another_vtaudit_is_refused(
     cluster: tuple[str, TaskLog], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with (
-        LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address=":0") as empty,
+        _empty_scheduler() as empty,
         pytest.raises(ClusterError, match="the scheduler has no workers after 1 s") as refused,
     ):
-        DaskRunner(empty.scheduler_address, wait=1)
-    assert "dask worker " + empty.scheduler_address in str(refused.value)
+        DaskRunner(empty, wait=1)
+    assert "dask worker " + empty in str(refused.value)
     real = auditor.__version__
     monkeypatch.setattr(auditor, "__version__", "0.0.0-other")
     with pytest.raises(ClusterError, match=r"every worker must run vtaudit 0\.0\.0-other") as refused:
