@@ -44,6 +44,7 @@ __all__ = [
     "LeafBlock",
     "Row",
     "block_histograms",
+    "one_scan",
     "question_counts",
     "rankings",
     "record_batch",
@@ -228,7 +229,7 @@ PARTITIONED = "partitioned_execution"  # DuckDB's optimizer that splits a big GR
 
 
 @contextmanager
-def _one_scan(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+def one_scan(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """DuckDB's ``partitioned_execution`` optimizer (DuckDB 2) off for a while. Over
     some four million rows it splits a GROUP BY into ranges of its first key (block), a
     scan of ``answers`` each; the ranges do not prune the Parquet file's row groups, so
@@ -252,7 +253,7 @@ def rankings(
 ) -> list[tuple[tuple[str, ...], int]]:
     """Every distinct valid ranking given for a rank question (most preferred first; an
     empty ranking included), with the number of votes that gave it, in ranking order."""
-    with _one_scan(con):
+    with one_scan(con):
         rows = con.execute(
             """
         SELECT ranking, count(*) FROM (
@@ -272,7 +273,7 @@ def question_counts(
     counts by chosen option."""
     ballots: dict[str, int] = {}
     options: dict[str, dict[str, int]] = {}
-    with _one_scan(con):
+    with one_scan(con):
         rows = con.execute(
             "SELECT block, option, count(*) FROM answers WHERE template = ? AND question = ? "
             "GROUP BY block, option ORDER BY block",

@@ -4,7 +4,8 @@ Each block's histogram is a group-by over its rows of the answers table (answers
 the tree over a template's counted blocks (spec §4.13, §5.3) is then walked in
 post-order, each node's counts the sum of its children's, and every published tally
 node is compared with the node of that range: hash, children, voters and counts. The
-root's counts are the recount each result must state.
+root's counts are the recount each result must state. For an effective template the
+counts are added as vectors of integers (counts.py, D57), which gives the same texts.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import Any
 from auditor.crypto import merkle
 from auditor.model.encoding import b64u_encode, jcs
 from auditor.model.histogram import Histogram, add_into, zero
+from auditor.model.records import BallotTemplate
 from auditor.store.bulk import cid_binaries
 from auditor.store.tables import json_text
+from auditor.verify import counts
 from auditor.verify.answers import LeafBlock, block_histograms
 from auditor.verify.context import Audit
 
@@ -28,8 +31,8 @@ __all__ = ["check_tally"]
 # (start, end) -> (Merkle hash, sha256 of the counts' text, voters, mid) of every node of
 # a tree: the digest, not the text, which is some 700 bytes a node and 1.2 million nodes
 # at ten million voters (the texts the findings show are made again, for those nodes only)
-Expected = dict[tuple[int, int], tuple[bytes, bytes, int, int | None]]
-Range = tuple[int, int]
+Expected = counts.Expected
+Range = counts.Range
 
 
 def check_tally(audit: Audit) -> None:
@@ -73,7 +76,7 @@ def check_tally(audit: Audit) -> None:
         blocks = by_template.get(template, [])
         effective = audit.templates.get(template)
         shape = effective.body if effective is not None else None
-        expected, _, total = _expected_nodes(blocks, block_histograms(audit.con, template, shape, blocks))
+        expected, _, total = _expected(audit, template, shape, blocks)
         audit.recounts[template] = (sum(b.members for b in blocks), total if blocks else zero(record.body))
         failures = _compare_nodes(audit, template, nodes, expected, [b.cid for b in blocks])
         if failures:
@@ -81,12 +84,28 @@ def check_tally(audit: Audit) -> None:
     _check_result_counts(audit)
 
 
-def _expected_nodes(
-    blocks: list[LeafBlock], histograms: Iterator[Histogram], keep: Collection[Range] = ()
+def _expected(
+    audit: Audit,
+    template: str,
+    shape: BallotTemplate | None,
+    blocks: list[LeafBlock],
+    keep: Collection[Range] = (),
 ) -> tuple[Expected, dict[Range, str], Histogram]:
     """Every node of the tree over ``blocks`` (in leaf order), the text of the counts of
-    the nodes of ``keep``, and the root's counts ({} for no blocks). A node's counts are
-    its children's, added member-wise (§6)."""
+    the nodes of ``keep``, and the root's counts ({} for no blocks): from count vectors
+    (counts.py, D57) for an effective template, else, or when that way is unsure of the
+    answers, by adding histograms."""
+    if shape is not None:
+        fast = counts.expected_nodes(audit.con, template, counts.layout(shape), blocks, keep)
+        if fast is not None:
+            return fast
+    return _expected_nodes_by_sum(blocks, block_histograms(audit.con, template, shape, blocks), keep)
+
+
+def _expected_nodes_by_sum(
+    blocks: list[LeafBlock], histograms: Iterator[Histogram], keep: Collection[Range] = ()
+) -> tuple[Expected, dict[Range, str], Histogram]:
+    """What _expected gives, each node's counts its children's added member-wise (§6)."""
     out: Expected = {}
     texts: dict[Range, str] = {}
     stack: list[tuple[bytes, Histogram, int]] = []  # the completed subtrees not yet merged
@@ -188,9 +207,7 @@ def _report_failures(
             "SELECT cid, counts FROM tally_node WHERE list_contains(?, cid)", [[c for c, _, _ in listed]]
         )
     )
-    _, texts, _ = _expected_nodes(
-        blocks, block_histograms(audit.con, template, shape, blocks), {rng for _, _, rng in listed}
-    )
+    _, texts, _ = _expected(audit, template, shape, blocks, {rng for _, _, rng in listed})
     for cid, message, rng in failures:
         got, want = published.get(cid), texts.get(rng)
         evidence = {"got": json.loads(got), "expected": json.loads(want)} if got is not None and want else {}

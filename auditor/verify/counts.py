@@ -1,0 +1,326 @@
+"""The tally tree's expected nodes from count vectors: the fast way of ``tally.py`` (D57).
+
+A template's histograms (spec §6) all have one shape: the same questions, options and
+ranks, zeros included. Apart from text answers, a histogram is then a vector of
+integers, one *slot* per number its canonical JSON holds, and adding histograms is
+adding vectors. So this module:
+
+- makes of the template a :class:`Layout`: the slots, in the order their numbers appear
+  in the canonical JSON text, and that text as a ``%`` format with a ``%d`` per slot and
+  a ``%s`` per text question's ``values`` array;
+- reads the same group-by of the answers table as ``answers.block_histograms``, joined
+  with the slots in DuckDB, into a matrix of a row per leaf (numpy ``add.at``);
+- takes every node's vector as a difference of two prefix sums of those rows (a node
+  covers a range of leaves), a chunk of nodes at a time, and formats its text.
+
+Text answers are the one part that is not a vector: their ``[text, count]`` pairs are
+merged up the tree as before. A node none of whose leaves was counted is ``{}``, as
+the sum of ``{}`` histograms is. The texts are exactly ``json_text`` of the histograms
+the member-wise sums of ``tally._expected_nodes_by_sum`` give (``tests/test_tally.py``
+compares the two ways on every node of many trees); the caller takes that slower way
+whenever :func:`layout` says a template cannot be laid out (no effective template) or
+:func:`expected_nodes` cannot vouch for its reading (a row without a slot, sums that
+might pass 2^62).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from auditor.crypto import merkle
+from auditor.model.histogram import Histogram, zero
+from auditor.model.records import BallotTemplate
+from auditor.store.bulk import cid_binaries
+from auditor.store.tables import arrow_batches, json_text
+from auditor.verify.answers import CELL_BATCH, LeafBlock, one_scan
+
+__all__ = ["Layout", "expected_nodes", "layout"]
+
+Range = tuple[int, int]
+# (start, end) -> (Merkle hash, sha256 of the counts' text, voters, mid): tally.Expected
+Expected = dict[Range, tuple[bytes, bytes, int, int | None]]
+
+NODE_CHUNK = 16_384  # nodes whose vectors are made (and turned into Python ints) at once
+SUM_LIMIT = 2**62  # a score sum's bound below which int64 arithmetic cannot overflow
+_NUMBER = "\x01"  # marks a slot in the skeleton histogram (no code or number holds it)
+_TEXTS = "\x02"  # marks a text question's values array
+_MARK = re.compile(r'"\\u000([12])(\d+)"')  # a marker as json_text writes it
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A template's histogram as a vector: its slots and its text as a format."""
+
+    format: str  # the canonical JSON text, a %d per slot and a %s per text question
+    slots: pa.Table  # question, option, rank -> n_slot (count) and sum_slot (a score's sum)
+    size: int  # slots
+    texts: tuple[str, ...]  # the text questions, in the order of their %s
+    text_at: tuple[int, ...]  # where each text question's %s comes among the format's arguments
+    score_bound: int  # the largest |score| a valid vote can give (0 without score questions)
+
+    def render(self, numbers: list[int], texts: tuple[Texts, ...]) -> str:
+        """The canonical JSON text of the histogram of ``numbers`` (in slot order) and the
+        text questions' counts by text."""
+        if not self.texts:
+            return self.format % tuple(numbers)
+        args: list[Any] = list(numbers)
+        for at, values in zip(self.text_at, texts, strict=True):
+            args.insert(at, values.text)
+        return self.format % tuple(args)
+
+
+def _values_text(values: dict[str, int]) -> str:
+    """A text question's ``values``: ``[text, count]`` pairs sorted by the text's UTF-8
+    bytes (spec §6), as json_text writes them. UTF-8 keeps the order of code points, which
+    is the order in which Python compares strings: sorted() needs no key."""
+    if not values:
+        return "[]"
+    return json_text([[t, values[t]] for t in sorted(values)])
+
+
+class Texts:
+    """A text question's counts by text in a subtree, with their ``values`` array's text
+    (made once: a node whose other subtree has no text shares its child's)."""
+
+    __slots__ = ("counts", "text")
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.counts = counts
+        self.text = _values_text(counts)
+
+    def __add__(self, other: Texts) -> Texts:
+        if not other.counts:
+            return self
+        if not self.counts:
+            return other
+        merged = dict(self.counts)
+        for t, count in other.counts.items():
+            merged[t] = merged.get(t, 0) + count
+        return Texts(merged)
+
+
+NO_TEXTS = Texts({})
+
+
+def layout(template: BallotTemplate) -> Layout:
+    """The vector layout of ``template``'s histograms."""
+    skeleton = zero(template)
+    found: list[tuple[str, str | None, int | None, str]] = []  # per marker: question, option, rank, what
+    texts: list[str] = []
+
+    def number(question: str, option: str | None, rank: int | None, what: str) -> str:
+        found.append((question, option, rank, what))
+        return f"{_NUMBER}{len(found) - 1}"
+
+    for question, entry in skeleton.items():
+        entry["ballots"] = number(question, None, None, "ballots")
+        if entry["type"] == "text":
+            texts.append(question)
+            entry["values"] = f"{_TEXTS}{len(texts) - 1}"
+        elif entry["type"] == "select":
+            entry["options"] = {o: number(question, o, None, "count") for o in entry["options"]}
+        elif entry["type"] == "rank":
+            entry["options"] = {
+                o: [number(question, o, r, "count") for r in range(1, len(ranks) + 1)]
+                for o, ranks in entry["options"].items()
+            }
+        else:
+            entry["options"] = {
+                o: {"count": number(question, o, None, "count"), "sum": number(question, o, None, "sum")}
+                for o in entry["options"]
+            }
+    slot_of: dict[int, int] = {}  # marker -> slot (its place in the text)
+    text_order: list[int] = []
+    text_at: list[int] = []
+
+    def place(match: re.Match[str]) -> str:
+        index = int(match.group(2))
+        if match.group(1) == "1":
+            slot_of[index] = len(slot_of)
+            return "%d"
+        text_at.append(len(slot_of) + len(text_order))
+        text_order.append(index)
+        return "%s"
+
+    form = _MARK.sub(place, json_text(skeleton).replace("%", "%%"))
+    assert len(slot_of) == len(found) and len(text_order) == len(texts), "a marker is missing from the text"
+    rows: dict[tuple[str, str | None, int | None], list[int | None]] = {}
+    for index, (question, option, rank, what) in enumerate(found):
+        row = rows.setdefault((question, option, rank), [None, None])
+        row[1 if what == "sum" else 0] = slot_of[index]
+    keys = list(rows)
+    slots = pa.table(
+        {
+            "question": pa.array([k[0] for k in keys], pa.string()),
+            "option": pa.array([k[1] for k in keys], pa.string()),
+            "rank": pa.array([k[2] for k in keys], pa.int32()),
+            "n_slot": pa.array([rows[k][0] for k in keys], pa.int32()),
+            "sum_slot": pa.array([rows[k][1] for k in keys], pa.int32()),
+        }
+    )
+    bound = max(
+        (max(abs(q.score.min), abs(q.score.max)) for q in template.questions if q.score is not None),
+        default=0,
+    )
+    return Layout(form, slots, len(found), tuple(texts[i] for i in text_order), tuple(text_at), bound)
+
+
+_LEAF_CELLS = """
+SELECT c.leaf, s.n_slot, s.sum_slot, c.n, c.total::BIGINT AS total, c.question, c.text
+FROM (
+    SELECT leaf, question, option, rank, text, count(*) AS n, sum(score) AS total
+    FROM answers WHERE template = ? AND question IS NOT NULL
+    GROUP BY leaf, question, option, rank, text
+) c LEFT JOIN {slots} s
+ON c.question = s.question AND c.option IS NOT DISTINCT FROM s.option AND c.rank IS NOT DISTINCT FROM s.rank
+"""
+
+
+class Unsure(Exception):
+    """The answers hold a row the layout has no slot for: let the slower way read them."""
+
+
+def _leaf_vectors(
+    con: duckdb.DuckDBPyConnection, template_cid: str, shape: Layout, counted: np.ndarray, name: str
+) -> tuple[np.ndarray, dict[int, tuple[dict[str, int], ...]]]:
+    """Each leaf's vector (a row of the matrix) and its text questions' counts by text;
+    ``counted`` tells, per leaf, whether its block was counted."""
+    leaves = len(counted)
+    matrix = np.zeros((leaves, shape.size), np.int64)
+    texts: dict[int, tuple[dict[str, int], ...]] = {}
+    position = {q: i for i, q in enumerate(shape.texts)}
+    with one_scan(con):
+        batches = arrow_batches(con.sql(_LEAF_CELLS.format(slots=name), params=[template_cid]), CELL_BATCH)
+        try:
+            for batch in batches:
+                _add_batch(batch, matrix, texts, counted, position)
+        finally:
+            batches.close()  # DuckDB's result with it, read to the end or not
+    return matrix, texts
+
+
+def _add_batch(
+    batch: pa.RecordBatch,
+    matrix: np.ndarray,
+    texts: dict[int, tuple[dict[str, int], ...]],
+    counted: np.ndarray,
+    position: dict[str, int],
+) -> None:
+    """Add a batch of the group-by's rows into the leaves' vectors and texts."""
+    leaves = len(counted)
+    leaf, n_slot, sum_slot, n, total, question, text = batch.columns
+    if n_slot.null_count or leaf.null_count:
+        raise Unsure
+    rows = leaf.to_numpy(zero_copy_only=False).astype(np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= leaves or not counted[rows].all()):
+        raise Unsure  # a row of no block, or of a block not counted
+    np.add.at(matrix, (rows, n_slot.to_numpy(zero_copy_only=False)), n.to_numpy(zero_copy_only=False))
+    if sum_slot.null_count < len(sum_slot):
+        # filled, not converted with their nulls: numpy would make floats of them
+        has = sum_slot.is_valid().to_numpy(zero_copy_only=False)
+        if total.filter(sum_slot.is_valid()).null_count:
+            raise Unsure
+        slots = sum_slot.fill_null(0).to_numpy(zero_copy_only=False)
+        sums = total.fill_null(0).to_numpy(zero_copy_only=False)
+        np.add.at(matrix, (rows[has], slots[has]), sums[has])
+    if text.null_count < len(text):
+        has = text.is_valid()
+        for at, q, t, count in zip(
+            leaf.filter(has).to_pylist(),
+            question.filter(has).to_pylist(),
+            text.filter(has).to_pylist(),
+            n.filter(has).to_pylist(),
+            strict=True,
+        ):
+            i = position.get(q)
+            if i is None:
+                raise Unsure
+            mine = texts.setdefault(at, tuple({} for _ in position))
+            mine[i][t] = mine[i].get(t, 0) + count
+
+
+def expected_nodes(
+    con: duckdb.DuckDBPyConnection,
+    template_cid: str,
+    shape: Layout,
+    blocks: list[LeafBlock],
+    keep: Collection[Range] = (),
+) -> tuple[Expected, dict[Range, str], Histogram] | None:
+    """What ``tally._expected_nodes`` gives for the blocks of an effective template, or
+    None when this way cannot vouch for it (the caller then takes that way)."""
+    if any(block.leaf != i for i, block in enumerate(blocks)):
+        return None
+    counted_voters = sum(block.members for block in blocks if block.counted)
+    if shape.score_bound * max(counted_voters, 1) >= SUM_LIMIT:
+        return None
+    name = f"tally_slots_{id(shape):x}"
+    con.register(name, shape.slots)
+    try:
+        matrix, leaf_texts = _leaf_vectors(
+            con, template_cid, shape, np.array([block.counted for block in blocks], bool), name
+        )
+    except Unsure:
+        return None
+    finally:
+        con.unregister(name)
+    prefix = np.zeros((len(blocks) + 1, shape.size), np.int64)
+    np.cumsum(matrix, axis=0, out=prefix[1:])
+    del matrix
+    counted = np.zeros(len(blocks) + 1, np.int64)
+    np.cumsum([block.counted for block in blocks], out=counted[1:])
+    voters = np.zeros(len(blocks) + 1, np.int64)
+    np.cumsum([block.members for block in blocks], out=voters[1:])
+    out: Expected = {}
+    kept: dict[Range, str] = {}
+    root = "{}"
+    no_texts = tuple(NO_TEXTS for _ in shape.texts)
+    binaries = cid_binaries([block.cid for block in blocks])
+    stack: list[tuple[bytes, tuple[Texts, ...]]] = []  # completed subtrees not yet merged
+    for chunk in _chunks(merkle.iter_tree_ranges(len(blocks))):
+        starts = np.fromiter((node.start for node in chunk), np.int64, len(chunk))
+        ends = np.fromiter((node.end for node in chunk), np.int64, len(chunk))
+        vectors = (prefix[ends] - prefix[starts]).tolist()
+        any_counted = (counted[ends] - counted[starts]).tolist()
+        node_voters = (voters[ends] - voters[starts]).tolist()
+        for node, numbers, some, members in zip(chunk, vectors, any_counted, node_voters, strict=True):
+            if node.mid is None:
+                counted_texts = leaf_texts.get(node.start)
+                entry = (
+                    merkle.leaf_hash(binaries[node.start]),
+                    no_texts if counted_texts is None else tuple(Texts(c) for c in counted_texts),
+                )
+            else:  # post-order: the two subtrees on top of the stack are this node's children
+                right, left = stack.pop(), stack.pop()
+                entry = (
+                    merkle.node_hash(left[0], right[0]),
+                    tuple(a + b for a, b in zip(left[1], right[1], strict=True)),
+                )
+            text = shape.render(numbers, entry[1]) if some else "{}"
+            rng = (node.start, node.end)
+            out[rng] = (entry[0], hashlib.sha256(text.encode("utf-8")).digest(), members, node.mid)
+            if rng in keep:
+                kept[rng] = text
+            stack.append(entry)
+            root = text
+    total: Histogram = orjson.loads(root) if blocks else {}
+    return out, kept, total
+
+
+def _chunks(nodes: Iterator[merkle.TreeRange]) -> Iterator[list[merkle.TreeRange]]:
+    chunk: list[merkle.TreeRange] = []
+    for node in nodes:
+        chunk.append(node)
+        if len(chunk) == NODE_CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
