@@ -36,7 +36,7 @@ from auditor.crypto import rfc3161
 from auditor.crypto.ecies import combine_private, decrypt
 from auditor.crypto.ed25519 import SigningKey
 from auditor.errors import CryptoError, EncodingError, InputError, SchemaError, TimestampError
-from auditor.model.ballot import count_vote, valid_vote_check, vote_problems
+from auditor.model.ballot import NotedCheck, count_vote, valid_vote_check, vote_problems
 from auditor.model.encoding import (
     b64u_decode,
     b64u_encode,
@@ -338,7 +338,14 @@ def entry_agrees(data: bytes, templates: list[BallotTemplate]) -> bool:
         if isinstance(strict, VoteEntry):
             for template in templates:
                 assert valid_vote_check(template)(strict) == (not vote_problems(template, strict))
+                assert noted_valid(template, strict) == (not vote_problems(template, strict))
     return _bytes_agree(data, value) or took
+
+
+def noted_valid(template: BallotTemplate, vote: VoteEntry) -> bool:
+    """NotedCheck's verdict on ``vote``, each answer noted as the recount notes it."""
+    check = NotedCheck(template)
+    return check.valid([(a.question, check.answer_ok(a), a.values) for a in vote.answers])
 
 
 def _bytes_agree(data: bytes, value: Any) -> bool:
@@ -348,8 +355,9 @@ def _bytes_agree(data: bytes, value: Any) -> bool:
     took = False
     voter = read_voter_entry(data)
     if voter is not None:
-        entry, key, signature = voter
+        entry, key, signature, digest = voter
         assert entry == accept_voter_entry(value) is not None, f"read {entry!r} from bytes the parsers refuse"
+        assert digest == entry.digest
         assert key == b64u_decode(entry.key, length=32)
         assert signature == b64u_decode(entry.signature, length=64)
         took = True

@@ -430,6 +430,7 @@ def test_a_block_met_by_a_bug_is_never_kept(
         raise RuntimeError("a bug in the ballot rules")
 
     monkeypatch.setattr(recount, "valid_vote_check", lambda _template: broken)
+    monkeypatch.setattr(recount.NotedCheck, "valid", broken)  # the rules from the answers' notes (D57)
     buggy = _verify(store, trust, cache)
     assert buggy.verdict == "not-verified" and buggy.internal_errors
     assert _parts(cache, "block") == []

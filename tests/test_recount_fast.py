@@ -40,9 +40,10 @@ from auditor.model.entries import (
     voter_entry_digest,
 )
 from auditor.model.envelope import SIGNING_PREFIX
+from auditor.verify.answers import AnswerRows, answer_cells
 from auditor.verify.context import _verify_packed
 from auditor.verify.recount import parse_entry
-from tests.fuzzing import Corpus, build_corpus, entry_agrees, mutate
+from tests.fuzzing import Corpus, build_corpus, entry_agrees, mutate, noted_valid
 from tests.test_ballot import CID, FULL, INVALID, NONCE, TEMPLATE, VALID
 
 KEY = "A" * 43
@@ -432,15 +433,54 @@ def test_the_vote_reader_remembers_answers_up_to_a_bound(monkeypatch: pytest.Mon
     assert all(len(piece) <= 512 for piece in reader._pieces)  # a long text is read, not kept
 
 
+def test_the_vote_reader_notes_each_distinct_answer_once() -> None:
+    noted: list[Any] = []
+
+    def note(answer: Any) -> tuple[str, int]:
+        noted.append(answer)
+        return answer.question, len(noted)
+
+    reader = VoteReader(CID, note)
+    first = reader.read_noted(_sorted(_answers(["alice"])))
+    again = reader.read_noted(
+        _sorted(_vote(nonce="B" * 21 + "A", answers=[{"question": "mayor", "values": ["alice"]}]))
+    )
+    assert first is not None and again is not None
+    assert first[1] == again[1] == [("mayor", 1)] and len(noted) == 1  # noted once, then remembered
+    assert reader.read(_sorted(_answers(["alice"]))) == first[0]  # read() is read_noted()'s entry
+    assert (
+        reader.read_noted(_sorted(_answers({"parks": 1.5}))) is None and len(noted) == 1
+    )  # refused: no note
+    assert VoteReader(CID).read_noted(_sorted(_answers(["bob"]))) == (
+        accept_vote_entry(_answers(["bob"])),
+        [None],
+    )
+
+
+def test_noted_answers_rows_are_the_rows_of_the_vote() -> None:
+    kinds = {q.code: q.type for q in TEMPLATE.questions}
+    plain, noted = AnswerRows(), AnswerRows()
+    for index, (_, entry) in enumerate(VALID):
+        plain.add(CID, "block", 3, index, entry, kinds)
+        cells = [answer_cells(a.question, kinds[a.question], a.values) for a in entry.answers]
+        noted.add_noted(CID, "block", 3, index, entry.nonce, cells)
+    mark = noted.mark()
+    noted.add_noted(CID, "block", 3, 99, NONCE, [answer_cells("mayor", "select", ("alice",))])
+    noted.truncate(mark)
+    got, want = noted.batches(), plain.batches()
+    assert got[0].equals(want[0]) and got[1].equals(want[1])
+    assert want[1].num_rows > len(VALID) * 2  # votes of several answers, option rows among them
+    assert want[1].column("at").to_pylist()[-1] == len(VALID) - 1
+
+
 def test_the_voter_reader_decodes_what_it_read() -> None:
     key, signature = "Ab-_" * 10 + "AbE", "z9" * 42 + "zw"
-    entry, key_bytes, signature_bytes = read_voter_entry(_sorted(_voter(key=key, signature=signature))) or (
-        None,
-        b"",
-        b"",
-    )
+    entry, key_bytes, signature_bytes, digest = read_voter_entry(
+        _sorted(_voter(key=key, signature=signature))
+    ) or (None, b"", b"", b"")
     assert entry == VoterEntry(CID, CID, key, signature)
     assert (key_bytes, signature_bytes) == (b64u_decode(key, length=32), b64u_decode(signature, length=64))
+    assert digest == entry.digest == voter_entry_digest(key, CID, CID)
     for refused in (
         _voter(key="A" * 42 + "B"),
         _voter(signature="A" * 85 + "B"),
@@ -457,12 +497,14 @@ def test_the_voter_reader_decodes_what_it_read() -> None:
 @pytest.mark.parametrize("entry", [c[1] for c in VALID], ids=[c[0] for c in VALID])
 def test_the_check_passes_valid_votes(entry: VoteEntry) -> None:
     assert valid_vote_check(TEMPLATE)(entry)
+    assert noted_valid(TEMPLATE, entry)
 
 
 @pytest.mark.parametrize("entry", [c[1] for c in INVALID], ids=[c[0] for c in INVALID])
 def test_the_check_refuses_invalid_votes(entry: VoteEntry) -> None:
     assert vote_problems(TEMPLATE, entry)
     assert not valid_vote_check(TEMPLATE)(entry)
+    assert not noted_valid(TEMPLATE, entry)
 
 
 _CODES = st.sampled_from(
@@ -490,6 +532,7 @@ def test_the_check_agrees_with_vote_problems(answers: list[tuple[str, Any]]) -> 
         "vote",
     )
     assert valid_vote_check(TEMPLATE)(entry) == (not vote_problems(TEMPLATE, entry))
+    assert noted_valid(TEMPLATE, entry) == (not vote_problems(TEMPLATE, entry))
 
 
 def test_the_check_agrees_on_a_real_elections_votes(corpus: Corpus) -> None:
@@ -498,7 +541,7 @@ def test_the_check_agrees_on_a_real_elections_votes(corpus: Corpus) -> None:
         valid = [v for v in corpus.votes if check(v)]
         assert valid  # it does accept
         for vote in corpus.votes:
-            assert check(vote) == (not vote_problems(template, vote))
+            assert check(vote) == (not vote_problems(template, vote)) == noted_valid(template, vote)
 
 
 # ---------------------------------------------------------------------------- the voter entry digest

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import pairwise
+from typing import Any
 
 from auditor.model.entries import Answer, VoteEntry
 from auditor.model.histogram import Histogram
 from auditor.model.records import BallotTemplate, Question
 
-__all__ = ["answer_includes", "count_vote", "valid_vote_check", "vote_problems"]
+__all__ = ["NotedCheck", "answer_includes", "count_vote", "valid_vote_check", "vote_problems"]
 
 
 def answer_includes(question: Question, answer: Answer, values: tuple[str, ...]) -> bool:
@@ -137,6 +138,59 @@ def valid_vote_check(template: BallotTemplate) -> Callable[[VoteEntry], bool]:
         return True
 
     return check
+
+
+class NotedCheck:
+    """``valid_vote_check`` in two parts, for votes whose answers repeat: what one answer
+    alone tells (:meth:`answer_ok`: a question of the template, values it accepts), noted
+    once per distinct answer (``VoteReader``'s note, D57), and the rules across a vote's
+    answers (:meth:`valid`: no question twice, required and dependsOn). ``valid`` answers
+    True exactly when valid_vote_check would (tests/test_ballot.py holds them to it)."""
+
+    __slots__ = ("_rules", "_values_ok")
+
+    def __init__(self, template: BallotTemplate) -> None:
+        by_code = {q.code: q for q in template.questions}
+        self._values_ok = {q.code: _value_check(q) for q in template.questions}
+        rules = []
+        for q in template.questions:
+            if not q.required and q.dependsOn is None:
+                continue  # no rule but its values', which answer_ok checks
+            parent = None
+            if q.dependsOn is not None:
+                parent = (q.dependsOn.question, q.dependsOn.question in by_code, q.dependsOn.values)
+            rules.append((q.code, q.required, parent))
+        self._rules = tuple(rules)
+
+    def answer_ok(self, answer: Answer) -> bool:
+        """Whether the answer's question is the template's and its values are valid for it."""
+        check = self._values_ok.get(answer.question)
+        return check is not None and check(answer.values)
+
+    def valid(self, notes: Sequence[Sequence[Any]]) -> bool:
+        """Whether a vote is valid, from its answers' notes, each ``(question, answer_ok,
+        values, …)`` in the vote's order."""
+        answered: dict[str, Any] = {}
+        for note in notes:
+            question = note[0]
+            if not note[1] or question in answered:
+                return False
+            answered[question] = note[2]
+        for code, required, parent in self._rules:
+            applicable = True
+            if parent is not None:
+                got = answered.get(parent[0]) if parent[1] else None
+                if got is None:
+                    applicable = False
+                else:
+                    values = parent[2]
+                    applicable = got in values if isinstance(got, str) else any(v in values for v in got)
+            if code in answered:
+                if not applicable:
+                    return False
+            elif required and applicable:
+                return False
+        return True
 
 
 def _value_check(q: Question) -> Callable[[object], bool]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -212,12 +213,14 @@ _MAX_PIECES = 65_536  # answer objects a VoteReader remembers ...
 _MAX_PIECE_BYTES = 512  # ... of at most this size (a text answer may have a million characters)
 
 
-def read_voter_entry(plaintext: bytes) -> tuple[VoterEntry, bytes, bytes] | None:
-    """The voter entry of canonical ``plaintext``, with its key and signature decoded, when
-    the bytes are exactly ``{"key":K,"registrant":R,"signature":S,"template":T}`` with
-    canonical b64u K (32 bytes) and S (64 bytes) and canonical CIDs R and T: then they
-    are orjson's sorted output for that value (no character of them needs escaping), and
-    accept_voter_entry accepts it. None otherwise."""
+def read_voter_entry(plaintext: bytes) -> tuple[VoterEntry, bytes, bytes, bytes] | None:
+    """The voter entry of canonical ``plaintext``, with its key and signature decoded and
+    its digest, when the bytes are exactly
+    ``{"key":K,"registrant":R,"signature":S,"template":T}`` with canonical b64u K (32
+    bytes) and S (64 bytes) and canonical CIDs R and T: then they are orjson's sorted
+    output for that value (no character of them needs escaping), and accept_voter_entry
+    accepts it. None otherwise. The digest is ``entry.digest``, hashed from the bytes
+    read (none of them needs escaping in its JCS text either)."""
     match = _VOTER_BYTES.fullmatch(plaintext)
     if match is None:
         return None
@@ -225,7 +228,11 @@ def read_voter_entry(plaintext: bytes) -> tuple[VoterEntry, bytes, bytes] | None
     entry = VoterEntry(
         template.decode("ascii"), registrant.decode("ascii"), key.decode("ascii"), signature.decode("ascii")
     )
-    return entry, b64u_bytes(key), b64u_bytes(signature)
+    digest = sha256(
+        b'{"body":{"key":"%s","registrant":"%s","template":"%s"},"type":"voter_entry","v":1}'
+        % (key, registrant, template)
+    )
+    return entry, b64u_bytes(key), b64u_bytes(signature), digest
 
 
 class VoteReader:
@@ -238,18 +245,27 @@ class VoteReader:
     an answer (a piece that is not a whole, canonical, accepted answer object makes the
     reader unsure: a text answer holding ``},{``, for instance) and remembers it, so an
     election's repeated answers are checked once (at most _MAX_PIECES of them, each of at
-    most _MAX_PIECE_BYTES: long texts are checked every time). Not thread-safe."""
+    most _MAX_PIECE_BYTES: long texts are checked every time). ``note``, when given, is
+    called on each accepted answer as it is remembered, and :meth:`read_noted` returns
+    its results beside the entry (the recount notes what it needs of an answer once,
+    D57). Not thread-safe."""
 
-    __slots__ = ("_pieces", "_tail", "template")
+    __slots__ = ("_note", "_pieces", "_tail", "template")
 
-    def __init__(self, template: str) -> None:
+    def __init__(self, template: str, note: Callable[[Answer], Any] | None = None) -> None:
         self.template = template
         self._tail = b'","template":"' + template.encode("ascii") + b'"}'
-        self._pieces: dict[bytes, Answer | None] = {}
+        self._pieces: dict[bytes, tuple[Answer, Any] | None] = {}
+        self._note = note
 
     def read(self, plaintext: bytes) -> VoteEntry | None:
         """The vote entry of ``plaintext`` when it is canonical, names this reader's
         template and accept_vote_entry would accept it; else None (not sure)."""
+        got = self.read_noted(plaintext)
+        return None if got is None else got[0]
+
+    def read_noted(self, plaintext: bytes) -> tuple[VoteEntry, list[Any]] | None:
+        """What :meth:`read` returns, with each answer's note (None without ``note``)."""
         tail = self._tail
         if not (plaintext.startswith(_VOTE_HEAD) and plaintext.endswith(tail)):
             return None
@@ -264,7 +280,7 @@ class VoteReader:
             return None
         nonce = plaintext[nonce_start:nonce_end].decode("ascii")
         if answers_end == len(_VOTE_HEAD):
-            return VoteEntry(self.template, nonce, ())
+            return VoteEntry(self.template, nonce, ()), []
         inner = plaintext[len(_VOTE_HEAD) : answers_end]
         if inner[:1] != b"{" or inner[-1:] != b"}":
             return None
@@ -273,16 +289,19 @@ class VoteReader:
             return None
         known = self._pieces
         answers = []
+        notes = []
         for piece in pieces:
-            answer = known.get(piece, _UNSEEN)
-            if answer is _UNSEEN:
+            seen = known.get(piece, _UNSEEN)
+            if seen is _UNSEEN:
                 answer = _accept_answer(b"{" + piece + b"}")
+                seen = None if answer is None else (answer, self._note(answer) if self._note else None)
                 if len(known) < _MAX_PIECES and len(piece) <= _MAX_PIECE_BYTES:
-                    known[piece] = answer
-            if answer is None:
+                    known[piece] = seen
+            if seen is None:
                 return None
-            answers.append(answer)
-        return VoteEntry(self.template, nonce, tuple(answers))
+            answers.append(seen[0])
+            notes.append(seen[1])
+        return VoteEntry(self.template, nonce, tuple(answers)), notes
 
 
 _UNSEEN: Any = object()

@@ -23,6 +23,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ __all__ = [
     "AnswersWriter",
     "LeafBlock",
     "Row",
+    "answer_cells",
     "block_histograms",
     "one_scan",
     "question_counts",
@@ -72,53 +74,76 @@ CELL_BATCH = 65_536  # rows of a template's per-block cells read at a time (bloc
 # with the vote's position in that batch instead of those columns (expanded by take()).
 VOTE_SCHEMA = pa.schema(ANSWERS_SCHEMA.field(i) for i in range(5))
 CELL_SCHEMA = pa.schema([("at", pa.int32()), *(ANSWERS_SCHEMA.field(i) for i in range(5, 11))])
+_CELL_REST = pa.schema(CELL_SCHEMA.field(i) for i in range(1, 7))
 
 Row = tuple[Any, ...]
 
 
+_VOTE_CELL: Row = (None, "vote", None, None, None, None)  # the vote row's cells after ``at``
+
+
+def answer_cells(question: str, kind: str, values: Any) -> tuple[Row, ...]:
+    """The rows of one valid answer of a ``kind`` question, without their ``at`` column
+    (a cell's columns from ``question`` on: CELL_SCHEMA's fields but the first)."""
+    if kind == "text":
+        return ((question, kind, None, None, None, values),)
+    head: Row = (question, kind, None, None, None, None)
+    if kind == "select":
+        return (head, *((question, kind, option, None, None, None) for option in values))
+    if kind == "rank":
+        return (head, *((question, kind, option, rank, None, None) for rank, option in enumerate(values, 1)))
+    assert isinstance(values, dict)
+    return (head, *((question, kind, option, None, score, None) for option, score in values.items()))
+
+
 class AnswerRows:
-    """The answers rows of a batch of blocks, as a worker builds them."""
+    """The answers rows of a batch of blocks, as a worker builds them: each cell's vote
+    (``at``) and its other columns apart, so that the rows of an answer seen before are
+    its noted tuples again (:meth:`add_noted`), not new ones."""
 
     def __init__(self) -> None:
         self.votes: list[Row] = []
-        self.cells: list[Row] = []
+        self.at: list[int] = []
+        self.cells: list[Row] = []  # CELL_SCHEMA's columns but ``at``
 
     def mark(self) -> tuple[int, int]:
         return len(self.votes), len(self.cells)
 
     def truncate(self, mark: tuple[int, int]) -> None:
         """Drop what was added since ``mark`` (a block that could not be read to the end)."""
-        del self.votes[mark[0] :], self.cells[mark[1] :]
+        del self.votes[mark[0] :], self.at[mark[1] :], self.cells[mark[1] :]
 
     def add(
         self, template: str, block: str, leaf: int, index: int, vote: VoteEntry, kinds: Mapping[str, str]
     ) -> None:
         """Add the rows of one *valid* vote; ``kinds`` maps its template's question codes to types."""
+        self.add_noted(
+            template,
+            block,
+            leaf,
+            index,
+            vote.nonce,
+            [answer_cells(a.question, kinds[a.question], a.values) for a in vote.answers],
+        )
+
+    def add_noted(
+        self, template: str, block: str, leaf: int, index: int, nonce: str, answers: Sequence[Sequence[Row]]
+    ) -> None:
+        """Add the rows of one *valid* vote whose answers' rows (answer_cells) are known."""
         at = len(self.votes)
-        self.votes.append((template, block, leaf, index, vote.nonce))
-        cells = self.cells
-        cells.append((at, None, "vote", None, None, None, None))
-        for answer in vote.answers:
-            question, values = answer.question, answer.values
-            kind = kinds[question]
-            if kind == "text":
-                cells.append((at, question, kind, None, None, None, values))
-                continue
-            cells.append((at, question, kind, None, None, None, None))
-            if kind == "select":
-                cells.extend((at, question, kind, option, None, None, None) for option in values)
-            elif kind == "rank":
-                cells.extend(
-                    (at, question, kind, option, rank, None, None) for rank, option in enumerate(values, 1)
-                )
-            else:
-                assert isinstance(values, dict)
-                cells.extend(
-                    (at, question, kind, option, None, score, None) for option, score in values.items()
-                )
+        self.votes.append((template, block, leaf, index, nonce))
+        cells, ats = self.cells, self.at
+        cells.append(_VOTE_CELL)
+        count = 1
+        for rows in answers:
+            cells.extend(rows)
+            count += len(rows)
+        ats.extend(repeat(at, count))
 
     def batches(self) -> tuple[pa.RecordBatch, pa.RecordBatch]:
-        return record_batch(self.votes, VOTE_SCHEMA), record_batch(self.cells, CELL_SCHEMA)
+        rest = record_batch(self.cells, _CELL_REST)
+        cells = pa.RecordBatch.from_arrays([pa.array(self.at, pa.int32()), *rest.columns], schema=CELL_SCHEMA)
+        return record_batch(self.votes, VOTE_SCHEMA), cells
 
 
 def record_batch(rows: Sequence[Row], schema: pa.Schema) -> pa.RecordBatch:

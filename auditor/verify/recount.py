@@ -20,6 +20,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,7 +30,7 @@ import pyarrow as pa
 from auditor.crypto.ecies import combine_private
 from auditor.crypto.opener import Opener
 from auditor.errors import AuditError
-from auditor.model.ballot import valid_vote_check, vote_problems
+from auditor.model.ballot import NotedCheck, valid_vote_check, vote_problems
 from auditor.model.encoding import (
     NOT_CANONICAL,
     b64u_decode,
@@ -40,6 +41,7 @@ from auditor.model.encoding import (
     parse_json,
 )
 from auditor.model.entries import (
+    Answer,
     VoteEntry,
     VoteReader,
     VoterEntry,
@@ -51,7 +53,7 @@ from auditor.model.envelope import signed_message
 from auditor.model.records import BallotTemplate
 from auditor.parallel import Task
 from auditor.store.evidence import EvidenceStore, sql_literal
-from auditor.verify.answers import AnswerRows, AnswersWriter, Row, record_batch
+from auditor.verify.answers import AnswerRows, AnswersWriter, Row, answer_cells, record_batch
 from auditor.verify.cache import ResultCache
 from auditor.verify.context import Audit, create_table, first_line, insert_rows, reuse_note
 from auditor.verify.reuse import cache_rows, from_cache
@@ -134,7 +136,10 @@ class _Template:
     aad: bytes  # the template CID's UTF-8 bytes, the AEAD's associated data (spec §5.2)
     kinds: Mapping[str, str]  # question code -> type, for the answers rows
     valid: Callable[[VoteEntry], bool]  # ballot.valid_vote_check: True only for a valid vote
-    reader: VoteReader  # reads the canonical vote entries that name this template (D49)
+    noted: NotedCheck  # the same verdict from the answers' notes
+    # reads the canonical vote entries that name this template (D49), noting each distinct
+    # answer once: (question, NotedCheck.answer_ok, values, its answers rows) (D57)
+    reader: VoteReader
 
 
 def _init(private_key: bytes, templates: dict[str, bytes]) -> None:
@@ -143,9 +148,24 @@ def _init(private_key: bytes, templates: dict[str, bytes]) -> None:
     for cid, raw in templates.items():
         body = BallotTemplate.parse(parse_json(raw), "template")
         kinds = {q.code: q.type for q in body.questions}
+        noted = NotedCheck(body)
         _STATE["templates"][cid] = _Template(
-            body, cid.encode("utf-8"), kinds, valid_vote_check(body), VoteReader(cid)
+            body,
+            cid.encode("utf-8"),
+            kinds,
+            valid_vote_check(body),
+            noted,
+            VoteReader(cid, partial(_note, noted, kinds)),
         )
+
+
+def _note(
+    noted: NotedCheck, kinds: Mapping[str, str], answer: Answer
+) -> tuple[str, bool, Any, tuple[Row, ...]]:
+    """What the recount needs of one answer, made once per distinct answer (D57)."""
+    ok = noted.answer_ok(answer)
+    cells = answer_cells(answer.question, kinds[answer.question], answer.values) if ok else ()
+    return answer.question, ok, answer.values, cells
 
 
 def _read_batch(batch: Sequence[Item]) -> _Batch:
@@ -192,11 +212,19 @@ def _read_block(
     out.counted = True
     opener: Opener = _STATE["opener"]
     template, aad, kinds, valid, reader = state.body, state.aad, state.kinds, state.valid, state.reader
+    noted = state.noted
     for i, ciphertext in enumerate(votes):
         plaintext = _decrypt(out, opener, ciphertext, aad, cid, "votes", i)
         if plaintext is None:
             continue
-        vote = reader.read(plaintext)  # canonical and naming the block's template: the bytes tell
+        read = reader.read_noted(plaintext)  # canonical and naming the block's template: the bytes tell
+        if read is not None:
+            vote, notes = read
+            if noted.valid(notes):
+                rows.answers.add_noted(template_cid, cid, leaf, i, vote.nonce, [note[3] for note in notes])
+                continue
+        else:
+            vote = None
         if vote is None:
             # it decrypts but is no vote: BAL-VALID (§6)
             vote = _parse(out, plaintext, cid, "votes", i, VoteEntry, "BAL-VALID")
@@ -223,7 +251,7 @@ def _read_block(
             continue
         fast = read_voter_entry(plaintext)
         if fast is not None:
-            voter, key, signature = fast
+            voter, key, signature, digest = fast
         else:
             parsed = _parse(out, plaintext, cid, "voters", i, VoterEntry, "DEC-VOTER")
             if parsed is None:
@@ -232,8 +260,9 @@ def _read_block(
             # the parser checked key and signature: b64u of 32 and 64 bytes
             key = b64u_decode(voter.key, length=32)
             signature = b64u_decode(voter.signature, length=64)
+            digest = voter.digest
         seen_keys.append(key)
-        if not opener.verify(key, signature, signed_message(voter.digest)):
+        if not opener.verify(key, signature, signed_message(digest)):
             out.problems.append(
                 (
                     "DEC-VOTER",
