@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 from auditor.crypto import merkle
-from auditor.model.encoding import b64u_decode, b64u_encode, cid_to_binary
+from auditor.model.encoding import b64u_decode, b64u_encode
 from auditor.model.envelope import Envelope
+from auditor.store.bulk import cid_binaries
 from auditor.verify.authority import check_authority_signature
 from auditor.verify.context import Audit, distinct_content, fmt_time
 
@@ -435,7 +436,7 @@ def check_tree(audit: Audit) -> None:
     for template in templates:
         candidates = distinct_content(audit, valid.get(template, []))
         blocks = expected.get(template, [])
-        leaves = sorted(cid_to_binary(b) for b in blocks)
+        leaves = sorted(cid_binaries(blocks))  # harvested CIDs: canonical (base32 in numpy)
         if len(candidates) > 1:
             audit.equivocation("TREE-ROOT", candidates, f"the block tree of template {template}")
         if not candidates:

@@ -36,7 +36,6 @@ from auditor.model.encoding import (
     b64u_decode,
     b64u_encode,
     canonical_value,
-    cid_to_binary,
     jcs,
     parse_json,
 )
@@ -52,6 +51,7 @@ from auditor.model.entries import (
 from auditor.model.envelope import signed_message
 from auditor.model.records import BallotTemplate
 from auditor.parallel import Task
+from auditor.store.bulk import cid_binaries
 from auditor.store.evidence import EvidenceStore, sql_literal
 from auditor.verify.answers import AnswerRows, AnswersWriter, Row, answer_cells, record_batch
 from auditor.verify.cache import ResultCache
@@ -352,7 +352,8 @@ def _leaves(audit: Audit) -> dict[str, int]:
         by_template[template].append(cid)
     leaves = {}
     for cids in by_template.values():
-        for i, cid in enumerate(sorted(cids, key=cid_to_binary)):
+        order = sorted(zip(cid_binaries(cids), cids, strict=True))  # harvested CIDs: canonical
+        for i, (_, cid) in enumerate(order):
             leaves[cid] = i
     return leaves
 
