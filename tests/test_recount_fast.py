@@ -31,6 +31,7 @@ from auditor.model.ballot import valid_vote_check, vote_problems
 from auditor.model.encoding import b64u_decode, canonical_value, jcs, sha256
 from auditor.model.entries import (
     _MAX_PIECES,
+    Answer,
     VoteEntry,
     VoteReader,
     VoterEntry,
@@ -40,6 +41,7 @@ from auditor.model.entries import (
     voter_entry_digest,
 )
 from auditor.model.envelope import SIGNING_PREFIX
+from auditor.model.records import BallotTemplate
 from auditor.verify.answers import AnswerRows, answer_cells
 from auditor.verify.context import _verify_packed
 from auditor.verify.recount import parse_entry
@@ -505,6 +507,19 @@ def test_the_check_refuses_invalid_votes(entry: VoteEntry) -> None:
     assert vote_problems(TEMPLATE, entry)
     assert not valid_vote_check(TEMPLATE)(entry)
     assert not noted_valid(TEMPLATE, entry)
+
+
+def test_the_noted_check_agrees_on_a_template_that_repeats_a_code() -> None:
+    # TPL-VALID refuses such a template, so the recount never reads votes against one;
+    # the two checks still agree on it: an answer must suit every question of its code
+    body = TEMPLATE.to_json()
+    first = body["questions"][0]
+    again = dict(first, options=[{"code": "zed", "title": "Zed"}])
+    twice = BallotTemplate.parse(dict(body, questions=[*body["questions"], again]), "template")
+    assert twice.problems()
+    for values in [(first["options"][0]["code"],), ("zed",), ()]:
+        vote = VoteEntry(CID, NONCE, (Answer(first["code"], values),))
+        assert noted_valid(twice, vote) == valid_vote_check(twice)(vote) == (not vote_problems(twice, vote))
 
 
 _CODES = st.sampled_from(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import pairwise
 from typing import Any
 
@@ -151,7 +152,13 @@ class NotedCheck:
 
     def __init__(self, template: BallotTemplate) -> None:
         by_code = {q.code: q for q in template.questions}
-        self._values_ok = {q.code: _value_check(q) for q in template.questions}
+        checks: dict[str, list[Callable[[object], bool]]] = {}
+        for q in template.questions:  # a code twice (TPL-VALID refuses it): both must accept
+            checks.setdefault(q.code, []).append(_value_check(q))
+        self._values_ok = {
+            code: found[0] if len(found) == 1 else partial(_all_accept, tuple(found))
+            for code, found in checks.items()
+        }
         rules = []
         for q in template.questions:
             if not q.required and q.dependsOn is None:
@@ -191,6 +198,10 @@ class NotedCheck:
             elif required and applicable:
                 return False
         return True
+
+
+def _all_accept(checks: tuple[Callable[[object], bool], ...], values: object) -> bool:
+    return all(check(values) for check in checks)
 
 
 def _value_check(q: Question) -> Callable[[object], bool]:

@@ -16,11 +16,12 @@ adding vectors. So this module:
 Text answers are the one part that is not a vector: their ``[text, count]`` pairs are
 merged up the tree as before. A node none of whose leaves was counted is ``{}``, as
 the sum of ``{}`` histograms is. The texts are exactly ``json_text`` of the histograms
-the member-wise sums of ``tally._expected_nodes_by_sum`` give (``tests/test_tally.py``
+the member-wise sums of ``tally._expected_nodes_by_sum`` give (``tests/test_counts.py``
 compares the two ways on every node of many trees); the caller takes that slower way
-whenever :func:`layout` says a template cannot be laid out (no effective template) or
-:func:`expected_nodes` cannot vouch for its reading (a row without a slot, sums that
-might pass 2^62).
+when there is no effective template to lay out, or when :func:`expected_nodes` cannot
+vouch for its reading (a row without a slot, a row of a block not counted, a block's
+score sum beyond int64, or leaves whose numbers summed could reach 2^62: scores go up to
+2^53 - 1 each, and a block may hold more votes than members).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ Range = tuple[int, int]
 Expected = dict[Range, tuple[bytes, bytes, int, int | None]]
 
 NODE_CHUNK = 16_384  # nodes whose vectors are made (and turned into Python ints) at once
-SUM_LIMIT = 2**62  # a score sum's bound below which int64 arithmetic cannot overflow
+SUM_LIMIT = 2.0**62  # the leaves' summed magnitudes below which int64 prefix sums cannot overflow
 _NUMBER = "\x01"  # marks a slot in the skeleton histogram (no code or number holds it)
 _TEXTS = "\x02"  # marks a text question's values array
 _MARK = re.compile(r'"\\u000([12])(\d+)"')  # a marker as json_text writes it
@@ -65,7 +66,6 @@ class Layout:
     size: int  # slots
     texts: tuple[str, ...]  # the text questions, in the order of their %s
     text_at: tuple[int, ...]  # where each text question's %s comes among the format's arguments
-    score_bound: int  # the largest |score| a valid vote can give (0 without score questions)
 
     def render(self, numbers: list[int], texts: tuple[Texts, ...]) -> str:
         """The canonical JSON text of the histogram of ``numbers`` (in slot order) and the
@@ -167,15 +167,11 @@ def layout(template: BallotTemplate) -> Layout:
             "sum_slot": pa.array([rows[k][1] for k in keys], pa.int32()),
         }
     )
-    bound = max(
-        (max(abs(q.score.min), abs(q.score.max)) for q in template.questions if q.score is not None),
-        default=0,
-    )
-    return Layout(form, slots, len(found), tuple(texts[i] for i in text_order), tuple(text_at), bound)
+    return Layout(form, slots, len(found), tuple(texts[i] for i in text_order), tuple(text_at))
 
 
 _LEAF_CELLS = """
-SELECT c.leaf, s.n_slot, s.sum_slot, c.n, c.total::BIGINT AS total, c.question, c.text
+SELECT c.leaf, s.n_slot, s.sum_slot, c.n, TRY_CAST(c.total AS BIGINT) AS total, c.question, c.text
 FROM (
     SELECT leaf, question, option, rank, text, count(*) AS n, sum(score) AS total
     FROM answers WHERE template = ? AND question IS NOT NULL
@@ -192,10 +188,11 @@ class Unsure(Exception):
 def _leaf_vectors(
     con: duckdb.DuckDBPyConnection, template_cid: str, shape: Layout, counted: np.ndarray, name: str
 ) -> tuple[np.ndarray, dict[int, tuple[dict[str, int], ...]]]:
-    """Each leaf's vector (a row of the matrix) and its text questions' counts by text;
+    """Each leaf's vector, in row 1 + leaf of the matrix (row 0 stays zero: the matrix
+    becomes the prefix sums in place), and its text questions' counts by text;
     ``counted`` tells, per leaf, whether its block was counted."""
     leaves = len(counted)
-    matrix = np.zeros((leaves, shape.size), np.int64)
+    matrix = np.zeros((leaves + 1, shape.size), np.int64)
     texts: dict[int, tuple[dict[str, int], ...]] = {}
     position = {q: i for i, q in enumerate(shape.texts)}
     with one_scan(con):
@@ -223,7 +220,7 @@ def _add_batch(
     rows = leaf.to_numpy(zero_copy_only=False).astype(np.int64)
     if rows.size and (rows.min() < 0 or rows.max() >= leaves or not counted[rows].all()):
         raise Unsure  # a row of no block, or of a block not counted
-    np.add.at(matrix, (rows, n_slot.to_numpy(zero_copy_only=False)), n.to_numpy(zero_copy_only=False))
+    np.add.at(matrix, (rows + 1, n_slot.to_numpy(zero_copy_only=False)), n.to_numpy(zero_copy_only=False))
     if sum_slot.null_count < len(sum_slot):
         # filled, not converted with their nulls: numpy would make floats of them
         has = sum_slot.is_valid().to_numpy(zero_copy_only=False)
@@ -231,7 +228,7 @@ def _add_batch(
             raise Unsure
         slots = sum_slot.fill_null(0).to_numpy(zero_copy_only=False)
         sums = total.fill_null(0).to_numpy(zero_copy_only=False)
-        np.add.at(matrix, (rows[has], slots[has]), sums[has])
+        np.add.at(matrix, (rows[has] + 1, slots[has]), sums[has])
     if text.null_count < len(text):
         has = text.is_valid()
         for at, q, t, count in zip(
@@ -259,9 +256,6 @@ def expected_nodes(
     None when this way cannot vouch for it (the caller then takes that way)."""
     if any(block.leaf != i for i, block in enumerate(blocks)):
         return None
-    counted_voters = sum(block.members for block in blocks if block.counted)
-    if shape.score_bound * max(counted_voters, 1) >= SUM_LIMIT:
-        return None
     name = f"tally_slots_{id(shape):x}"
     con.register(name, shape.slots)
     try:
@@ -272,8 +266,11 @@ def expected_nodes(
         return None
     finally:
         con.unregister(name)
-    prefix = np.zeros((len(blocks) + 1, shape.size), np.int64)
-    np.cumsum(matrix, axis=0, out=prefix[1:])
+    # a score's sums are as large as the votes make them (up to 2^53 - 1 each, and a block
+    # may hold more votes than members): beyond int64's reach, the sums of Python ints
+    if np.abs(matrix.astype(np.float64)).sum(axis=0).max(initial=0.0) >= SUM_LIMIT:
+        return None
+    prefix = np.cumsum(matrix, axis=0, out=matrix)  # row i: the sum of leaves before i
     del matrix
     counted = np.zeros(len(blocks) + 1, np.int64)
     np.cumsum([block.counted for block in blocks], out=counted[1:])
