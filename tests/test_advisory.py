@@ -137,6 +137,6 @@ def test_the_advisory_queries_run_as_one_scan_and_leave_the_settings_as_they_wer
     if exists[0][0]:
         assert all(PARTITIONED in s.split(",") for s in seen)
     assert con.execute(setting).fetchall()[0][0] == before
-    with pytest.raises(duckdb.Error), answers._one_scan(con):
+    with pytest.raises(duckdb.Error), answers.one_scan(con):
         con.execute("SELECT * FROM no_such_table")
     assert con.execute(setting).fetchall()[0][0] == before

@@ -158,19 +158,28 @@ def test_the_layout_is_the_zero_histograms_text() -> None:
     assert sorted(numbers) == numbers  # the slots are in the text's order
 
 
-@pytest.mark.parametrize("change", ["row of an uncounted block", "option not in the template"])
+CHANGED = {
+    "option not in the template": ("option", "CASE WHEN option = 'amy' THEN 'ann' ELSE option END"),
+    "text on a select answer": (
+        "text",
+        "CASE WHEN kind = 'select' AND option IS NULL THEN 'x' ELSE text END",
+    ),
+}
+
+
+@pytest.mark.parametrize("change", ["row of an uncounted block", *CHANGED])
 def test_the_fast_way_steps_aside_when_it_cannot_vouch_for_the_answers(change: str, tmp_path: Path) -> None:
     con, leaves = _election(tmp_path, EVERY_KIND, 20, 7)
     if change == "row of an uncounted block":
         first = next(b for b in leaves if b.counted and b.members)
         leaves[first.leaf] = LeafBlock(first.cid, first.leaf, first.members, False)
     else:
+        column, value = CHANGED[change]
         con.execute(
-            "CREATE OR REPLACE TEMP VIEW answers AS SELECT * REPLACE "
-            "(CASE WHEN option = 'amy' THEN 'ann' ELSE option END AS option) "
+            f"CREATE OR REPLACE TEMP VIEW answers AS SELECT * REPLACE ({value} AS {column}) "
             f"FROM read_parquet('{tmp_path / 'audit-7' / ANSWERS}')"
         )
-        assert con.sql("SELECT count(*) FROM answers WHERE option = 'ann'").fetchall()[0][0] > 0
+        assert con.sql(f"SELECT count(*) FROM answers WHERE {column} IN ('ann', 'x')").fetchall()[0][0] > 0
     assert counts.expected_nodes(con, "t", counts.layout(EVERY_KIND), leaves) is None
 
 

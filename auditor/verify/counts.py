@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ import duckdb
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from auditor.crypto import merkle
 from auditor.model.histogram import Histogram, zero
@@ -62,7 +63,9 @@ class Layout:
     """A template's histogram as a vector: its slots and its text as a format."""
 
     format: str  # the canonical JSON text, a %d per slot and a %s per text question
-    slots: pa.Table  # question, option, rank -> n_slot (count) and sum_slot (a score's sum)
+    # question, option, rank -> n_slot (count), sum_slot (a score's sum) and is_text (the
+    # answer row of a text question: the one row that may hold a text)
+    slots: pa.Table
     size: int  # slots
     texts: tuple[str, ...]  # the text questions, in the order of their %s
     text_at: tuple[int, ...]  # where each text question's %s comes among the format's arguments
@@ -165,19 +168,29 @@ def layout(template: BallotTemplate) -> Layout:
             "rank": pa.array([k[2] for k in keys], pa.int32()),
             "n_slot": pa.array([rows[k][0] for k in keys], pa.int32()),
             "sum_slot": pa.array([rows[k][1] for k in keys], pa.int32()),
+            "is_text": pa.array([k[0] in texts and k[1] is None for k in keys], pa.bool_()),
         }
     )
     return Layout(form, slots, len(found), tuple(texts[i] for i in text_order), tuple(text_at))
 
 
+# a leaf's numbers: its rows grouped without their text (a text question's answer rows
+# are its ballots); ``stray``: texts on a row that is not a text question's answer row
 _LEAF_CELLS = """
-SELECT c.leaf, s.n_slot, s.sum_slot, c.n, TRY_CAST(c.total AS BIGINT) AS total, c.question, c.text
+SELECT c.leaf, s.n_slot, s.sum_slot, c.n, TRY_CAST(c.total AS BIGINT) AS total,
+       c.texts > 0 AND NOT coalesce(s.is_text, false) AS stray
 FROM (
-    SELECT leaf, question, option, rank, text, count(*) AS n, sum(score) AS total
+    SELECT leaf, question, option, rank, count(*) AS n, sum(score) AS total, count(text) AS texts
     FROM answers WHERE template = ? AND question IS NOT NULL
-    GROUP BY leaf, question, option, rank, text
+    GROUP BY leaf, question, option, rank
 ) c LEFT JOIN {slots} s
 ON c.question = s.question AND c.option IS NOT DISTINCT FROM s.option AND c.rank IS NOT DISTINCT FROM s.rank
+"""
+# a leaf's text answers, streamed in leaf order as the walk meets the leaves
+_LEAF_TEXTS = """
+SELECT leaf, question, text, count(*) AS n FROM answers
+WHERE template = ? AND question IS NOT NULL AND text IS NOT NULL
+GROUP BY leaf, question, text ORDER BY leaf
 """
 
 
@@ -187,38 +200,28 @@ class Unsure(Exception):
 
 def _leaf_vectors(
     con: duckdb.DuckDBPyConnection, template_cid: str, shape: Layout, counted: np.ndarray, name: str
-) -> tuple[np.ndarray, dict[int, tuple[dict[str, int], ...]]]:
+) -> np.ndarray:
     """Each leaf's vector, in row 1 + leaf of the matrix (row 0 stays zero: the matrix
-    becomes the prefix sums in place), and its text questions' counts by text;
-    ``counted`` tells, per leaf, whether its block was counted."""
-    leaves = len(counted)
-    matrix = np.zeros((leaves + 1, shape.size), np.int64)
-    texts: dict[int, tuple[dict[str, int], ...]] = {}
-    position = {q: i for i, q in enumerate(shape.texts)}
+    becomes the prefix sums in place); ``counted`` tells, per leaf, whether its block was
+    counted."""
+    matrix = np.zeros((len(counted) + 1, shape.size), np.int64)
     with one_scan(con):
         batches = arrow_batches(con.sql(_LEAF_CELLS.format(slots=name), params=[template_cid]), CELL_BATCH)
         try:
             for batch in batches:
-                _add_batch(batch, matrix, texts, counted, position)
+                _add_batch(batch, matrix, counted)
         finally:
             batches.close()  # DuckDB's result with it, read to the end or not
-    return matrix, texts
+    return matrix
 
 
-def _add_batch(
-    batch: pa.RecordBatch,
-    matrix: np.ndarray,
-    texts: dict[int, tuple[dict[str, int], ...]],
-    counted: np.ndarray,
-    position: dict[str, int],
-) -> None:
-    """Add a batch of the group-by's rows into the leaves' vectors and texts."""
-    leaves = len(counted)
-    leaf, n_slot, sum_slot, n, total, question, text = batch.columns
-    if n_slot.null_count or leaf.null_count:
+def _add_batch(batch: pa.RecordBatch, matrix: np.ndarray, counted: np.ndarray) -> None:
+    """Add a batch of the group-by's rows into the leaves' vectors."""
+    leaf, n_slot, sum_slot, n, total, stray = batch.columns
+    if n_slot.null_count or leaf.null_count or pc.any(stray).as_py():
         raise Unsure
     rows = leaf.to_numpy(zero_copy_only=False).astype(np.int64)
-    if rows.size and (rows.min() < 0 or rows.max() >= leaves or not counted[rows].all()):
+    if rows.size and (rows.min() < 0 or rows.max() >= len(counted) or not counted[rows].all()):
         raise Unsure  # a row of no block, or of a block not counted
     np.add.at(matrix, (rows + 1, n_slot.to_numpy(zero_copy_only=False)), n.to_numpy(zero_copy_only=False))
     if sum_slot.null_count < len(sum_slot):
@@ -229,20 +232,35 @@ def _add_batch(
         slots = sum_slot.fill_null(0).to_numpy(zero_copy_only=False)
         sums = total.fill_null(0).to_numpy(zero_copy_only=False)
         np.add.at(matrix, (rows[has] + 1, slots[has]), sums[has])
-    if text.null_count < len(text):
-        has = text.is_valid()
-        for at, q, t, count in zip(
-            leaf.filter(has).to_pylist(),
-            question.filter(has).to_pylist(),
-            text.filter(has).to_pylist(),
-            n.filter(has).to_pylist(),
-            strict=True,
-        ):
-            i = position.get(q)
-            if i is None:
-                raise Unsure
-            mine = texts.setdefault(at, tuple({} for _ in position))
-            mine[i][t] = mine[i].get(t, 0) + count
+
+
+def _leaf_texts(
+    con: duckdb.DuckDBPyConnection, template_cid: str, shape: Layout
+) -> Generator[tuple[int, tuple[Texts, ...]], None, None]:
+    """The leaves that hold text answers, in leaf order, each with its text questions'
+    counts by text (streamed: nothing else may query ``con`` until it ends or is closed)."""
+    if not shape.texts:
+        return
+    position = {q: i for i, q in enumerate(shape.texts)}
+    with one_scan(con):
+        batches = arrow_batches(con.sql(_LEAF_TEXTS, params=[template_cid]), CELL_BATCH)
+        try:
+            current: int | None = None
+            mine: tuple[dict[str, int], ...] = ()
+            for batch in batches:
+                for at, question, text, count in zip(*(c.to_pylist() for c in batch.columns), strict=True):
+                    if at != current:
+                        if current is not None:
+                            yield current, tuple(Texts(c) for c in mine)
+                        current, mine = at, tuple({} for _ in position)
+                    i = position.get(question)
+                    if i is None:  # _add_batch's stray rows would have said so first
+                        raise Unsure
+                    mine[i][text] = count
+            if current is not None:
+                yield current, tuple(Texts(c) for c in mine)
+        finally:
+            batches.close()
 
 
 def expected_nodes(
@@ -259,7 +277,7 @@ def expected_nodes(
     name = f"tally_slots_{id(shape):x}"
     con.register(name, shape.slots)
     try:
-        matrix, leaf_texts = _leaf_vectors(
+        matrix = _leaf_vectors(
             con, template_cid, shape, np.array([block.counted for block in blocks], bool), name
         )
     except Unsure:
@@ -272,6 +290,24 @@ def expected_nodes(
         return None
     prefix = np.cumsum(matrix, axis=0, out=matrix)  # row i: the sum of leaves before i
     del matrix
+    texts = _leaf_texts(con, template_cid, shape)
+    try:
+        return _walk(shape, blocks, prefix, texts, keep)
+    except Unsure:
+        return None
+    finally:
+        texts.close()  # DuckDB's result with it
+
+
+def _walk(
+    shape: Layout,
+    blocks: list[LeafBlock],
+    prefix: np.ndarray,
+    texts: Iterator[tuple[int, tuple[Texts, ...]]],
+    keep: Collection[Range],
+) -> tuple[Expected, dict[Range, str], Histogram]:
+    """Every node of the tree, in post-order: hash, counts text (its digest, and the text
+    itself for the nodes of ``keep``) and voters; the root's counts."""
     counted = np.zeros(len(blocks) + 1, np.int64)
     np.cumsum([block.counted for block in blocks], out=counted[1:])
     voters = np.zeros(len(blocks) + 1, np.int64)
@@ -280,6 +316,7 @@ def expected_nodes(
     kept: dict[Range, str] = {}
     root = "{}"
     no_texts = tuple(NO_TEXTS for _ in shape.texts)
+    next_texts = next(texts, None)  # the next leaf with text answers
     binaries = cid_binaries([block.cid for block in blocks])
     stack: list[tuple[bytes, tuple[Texts, ...]]] = []  # completed subtrees not yet merged
     for chunk in _chunks(merkle.iter_tree_ranges(len(blocks))):
@@ -289,12 +326,11 @@ def expected_nodes(
         any_counted = (counted[ends] - counted[starts]).tolist()
         node_voters = (voters[ends] - voters[starts]).tolist()
         for node, numbers, some, members in zip(chunk, vectors, any_counted, node_voters, strict=True):
-            if node.mid is None:
-                counted_texts = leaf_texts.get(node.start)
-                entry = (
-                    merkle.leaf_hash(binaries[node.start]),
-                    no_texts if counted_texts is None else tuple(Texts(c) for c in counted_texts),
-                )
+            if node.mid is None:  # leaves come in order: left to right
+                leaf_texts = no_texts
+                if next_texts is not None and next_texts[0] == node.start:
+                    leaf_texts, next_texts = next_texts[1], next(texts, None)
+                entry = (merkle.leaf_hash(binaries[node.start]), leaf_texts)
             else:  # post-order: the two subtrees on top of the stack are this node's children
                 right, left = stack.pop(), stack.pop()
                 entry = (
@@ -308,6 +344,8 @@ def expected_nodes(
                 kept[rng] = text
             stack.append(entry)
             root = text
+    if next_texts is not None:  # a leaf the walk did not meet: the counted check missed it
+        raise Unsure
     total: Histogram = orjson.loads(root) if blocks else {}
     return out, kept, total
 
