@@ -11,8 +11,11 @@ tight loop of the libsodium calls the audit cannot avoid, for the same number of
 operations (every signature in the store verified once; per counted vote and voter
 entry a variable-base scalar multiplication, which validates R, and an AEAD open), made
 as directly as the audit makes them, in as many processes as the audit used. The ratio
-end-to-end / floor says how much the auditor costs beyond the cryptography. Output: a
-table on stdout and WORK/bench.json.
+end-to-end / floor says how much the auditor costs beyond the cryptography. A *host
+probe*, a fixed small share of the floor's loops, is timed before the stages and again
+after them: when the two differ by more than 5 %, the host's speed moved during the run
+and the ratio with it (a shared host can be 10 % slower an hour later), and the bench
+says so. Output: a table on stdout and WORK/bench.json.
 """
 
 from __future__ import annotations
@@ -334,6 +337,31 @@ def floor(
 # ---------------------------------------------------------------------------- main
 
 
+PROBE_OPERATIONS = 40_000  # signatures, and as many ciphertexts, of the host probe (≈ 3 s on 2 cores)
+PROBE_TOLERANCE = 0.05  # a change of the probe's time beyond which the bench warns
+
+
+def host_probe(workers: int) -> float:
+    """Seconds of a small fixed share of the floor's loops, timed before the stages and
+    again after them: on a shared host the same work can take 10 % more an hour later
+    (docs/performance.md, session 12), and a ratio of stage times to a floor timed
+    minutes later is only as steady as the host was between the two."""
+    return floor(PROBE_OPERATIONS, PROBE_OPERATIONS, 0, workers)
+
+
+def probe_report(before: float, after: float) -> tuple[dict[str, float], list[str]]:
+    """The probe's two times as bench.json keeps them, and the lines the bench prints: a
+    warning when the host's speed moved by more than PROBE_TOLERANCE."""
+    drift = after / before - 1
+    lines = [f"host probe {before:.2f} s before the stages, {after:.2f} s after ({drift:+.1%})"]
+    if abs(drift) > PROBE_TOLERANCE:
+        lines.append(
+            f"  the host's speed moved by {drift:+.1%} during the run: the ratio below is that noisy; "
+            "compare runs whose probes agree"
+        )
+    return {"before": round(before, 2), "after": round(after, 2), "drift": round(drift, 3)}, lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -410,12 +438,15 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "simulate": simulated,
     }
+    probe_before = host_probe(args.workers)
     for name in ("harvest", "verify", "reports"):
         results[name] = run_stage(name, work, car.resolve(), args.workers, args.cluster)
         print(
             f"{name:<8} {results[name]['wall']:8.1f} s  peak RSS {results[name]['peakMB']:6,} MB", flush=True
         )
     verify = results["verify"]
+    results["hostProbe"], lines = probe_report(probe_before, host_probe(args.workers))
+    print("\n".join(lines))
     results["floorFraction"] = args.floor_fraction
     results["floor"] = round(
         floor(

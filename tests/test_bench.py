@@ -159,3 +159,18 @@ def test_the_sampler_sums_the_cpu_of_its_descendants(monkeypatch: pytest.MonkeyP
         sampler.done.set()
         child.kill()
         child.wait()
+
+
+def test_the_host_probe_times_a_fixed_share_of_the_floor_and_warns_of_drift(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bench = _bench()
+    asked: list[tuple[object, ...]] = []
+    monkeypatch.setattr(bench, "floor", lambda *args, **kwargs: asked.append((*args, kwargs)) or 3.0)
+    assert bench.host_probe(2) == 3.0
+    assert asked == [(bench.PROBE_OPERATIONS, bench.PROBE_OPERATIONS, 0, 2, {})]  # the same work each time
+    kept, lines = bench.probe_report(3.0, 3.06)
+    assert kept == {"before": 3.0, "after": 3.06, "drift": 0.02} and len(lines) == 1
+    kept, lines = bench.probe_report(3.0, 3.3)
+    assert kept["drift"] == 0.1 and "moved by +10.0%" in lines[1]
+    assert "moved by -10.0%" in bench.probe_report(3.0, 2.7)[1][1]
