@@ -86,6 +86,8 @@ def _recount(store: Path, trust: Path) -> None:
         verify_store(store, load_trust(trust), workers=1)
     finally:
         recount._init, recount._read_batch = init, read_batch
+    if "init" not in kept:
+        raise SystemExit(f"{store}: the verify decrypted no vote (no released key?): nothing to time")
     recount._init(*kept["init"])
     opener = recount._STATE["opener"]
     plaintexts = {}
@@ -114,8 +116,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.part == "tally":
         recount.check_tally = _tally
-        with TemporaryDirectory() as audit_dir:
-            verify_store(args.store, load_trust(args.trust), workers=2, audit_dir=Path(audit_dir))
+        try:
+            with TemporaryDirectory() as audit_dir:
+                verify_store(args.store, load_trust(args.trust), workers=2, audit_dir=Path(audit_dir))
+        finally:
+            recount.check_tally = _CHECK_TALLY
     else:
         _recount(args.store, args.trust)
 

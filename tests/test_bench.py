@@ -174,3 +174,29 @@ def test_the_host_probe_times_a_fixed_share_of_the_floor_and_warns_of_drift(
     kept, lines = bench.probe_report(3.0, 3.3)
     assert kept["drift"] == 0.1 and "moved by +10.0%" in lines[1]
     assert "moved by -10.0%" in bench.probe_report(3.0, 2.7)[1][1]
+
+
+def _parts() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_parts", ROOT / "bench" / "parts.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_parts_bench_times_both_ways_and_finds_them_equal(
+    clean: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from auditor.harvest import store_of
+    from auditor.verify import recount
+
+    parts = _parts()
+    store = store_of(clean / "evidence.car", tmp_path)
+    for part in ("tally", "recount"):
+        monkeypatch.setattr(sys, "argv", ["parts.py", part, str(store), "--trust", str(clean / "trust.toml")])
+        parts.main()
+    assert recount.check_tally is parts._CHECK_TALLY  # the hook is taken off again
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("template ")]
+    assert lines and all(line.endswith("same: True") for line in lines)
+    assert "µs a vote (best of 5)" in out
