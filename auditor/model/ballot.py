@@ -20,7 +20,11 @@ def answer_includes(question: Question, answer: Answer, values: tuple[str, ...])
     select/rank: a chosen option is listed; score: a scored option is listed; text:
     the text equals a listed value (docs/decisions.md, D6).
     """
-    got = answer.values
+    return _includes(answer.values, values)
+
+
+def _includes(got: Any, values: tuple[str, ...]) -> bool:
+    """answer_includes for an answer's values (a text, or option codes)."""
     if isinstance(got, str):
         return got in values
     return any(v in values for v in got)
@@ -125,12 +129,7 @@ def valid_vote_check(template: BallotTemplate) -> Callable[[VoteEntry], bool]:
             applicable = True
             if parent is not None:
                 on = answers.get(parent[0])
-                if on is None or not parent[1]:
-                    applicable = False
-                else:
-                    got = on.values
-                    values = parent[2]
-                    applicable = got in values if isinstance(got, str) else any(v in values for v in got)
+                applicable = on is not None and parent[1] and _includes(on.values, parent[2])
             if given is None:
                 if required and applicable:
                     return False
@@ -187,11 +186,7 @@ class NotedCheck:
             applicable = True
             if parent is not None:
                 got = answered.get(parent[0]) if parent[1] else None
-                if got is None:
-                    applicable = False
-                else:
-                    values = parent[2]
-                    applicable = got in values if isinstance(got, str) else any(v in values for v in got)
+                applicable = got is not None and _includes(got, parent[2])
             if code in answered:
                 if not applicable:
                     return False

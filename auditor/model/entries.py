@@ -88,12 +88,15 @@ class VoterEntry(Struct):
         return voter_entry_digest(self.key, self.registrant, self.template)
 
 
+# the JCS bytes of a voter entry's digest input when key, registrant and template need no
+# escaping, written out (members sorted: body, type, v)
+_VOTER_DIGEST_JCS = b'{"body":{"key":"%s","registrant":"%s","template":"%s"},"type":"voter_entry","v":1}'
+
+
 def voter_entry_digest(key: str, registrant: str, template: str) -> bytes:
     """sha256(JCS({"v":1,"type":"voter_entry","body":{key, registrant, template}})) (spec §4.8)."""
     if _PLAIN.fullmatch(key) and _PLAIN.fullmatch(registrant) and _PLAIN.fullmatch(template):
-        # nothing to escape: the JCS bytes, written out (members sorted: body, type, v)
-        data = f'{{"body":{{"key":"{key}","registrant":"{registrant}","template":"{template}"}},'
-        return sha256(f'{data}"type":"voter_entry","v":1}}'.encode("ascii"))
+        return sha256(_VOTER_DIGEST_JCS % (key.encode(), registrant.encode(), template.encode()))
     body = {"key": key, "registrant": registrant, "template": template}
     return sha256(jcs({"v": 1, "type": "voter_entry", "body": body}))
 
@@ -228,10 +231,7 @@ def read_voter_entry(plaintext: bytes) -> tuple[VoterEntry, bytes, bytes, bytes]
     entry = VoterEntry(
         template.decode("ascii"), registrant.decode("ascii"), key.decode("ascii"), signature.decode("ascii")
     )
-    digest = sha256(
-        b'{"body":{"key":"%s","registrant":"%s","template":"%s"},"type":"voter_entry","v":1}'
-        % (key, registrant, template)
-    )
+    digest = sha256(_VOTER_DIGEST_JCS % (key, registrant, template))
     return entry, b64u_bytes(key), b64u_bytes(signature), digest
 
 

@@ -270,16 +270,15 @@ def expected_nodes(
     blocks: list[LeafBlock],
     keep: Collection[Range] = (),
 ) -> tuple[Expected, dict[Range, str], Histogram] | None:
-    """What ``tally._expected_nodes`` gives for the blocks of an effective template, or
-    None when this way cannot vouch for it (the caller then takes that way)."""
+    """What ``tally._expected_nodes_by_sum`` gives for the blocks of an effective template,
+    or None when this way cannot vouch for it (the caller then takes that way)."""
     if any(block.leaf != i for i, block in enumerate(blocks)):
         return None
     name = f"tally_slots_{id(shape):x}"
     con.register(name, shape.slots)
+    counted = np.array([block.counted for block in blocks], bool)
     try:
-        matrix = _leaf_vectors(
-            con, template_cid, shape, np.array([block.counted for block in blocks], bool), name
-        )
+        matrix = _leaf_vectors(con, template_cid, shape, counted, name)
     except Unsure:
         return None
     finally:
@@ -292,7 +291,7 @@ def expected_nodes(
     del matrix
     texts = _leaf_texts(con, template_cid, shape)
     try:
-        return _walk(shape, blocks, prefix, texts, keep)
+        return _walk(shape, blocks, counted, prefix, texts, keep)
     except Unsure:
         return None
     finally:
@@ -302,6 +301,7 @@ def expected_nodes(
 def _walk(
     shape: Layout,
     blocks: list[LeafBlock],
+    counted_leaves: np.ndarray,
     prefix: np.ndarray,
     texts: Iterator[tuple[int, tuple[Texts, ...]]],
     keep: Collection[Range],
@@ -309,7 +309,7 @@ def _walk(
     """Every node of the tree, in post-order: hash, counts text (its digest, and the text
     itself for the nodes of ``keep``) and voters; the root's counts."""
     counted = np.zeros(len(blocks) + 1, np.int64)
-    np.cumsum([block.counted for block in blocks], out=counted[1:])
+    np.cumsum(counted_leaves, out=counted[1:])
     voters = np.zeros(len(blocks) + 1, np.int64)
     np.cumsum([block.members for block in blocks], out=voters[1:])
     out: Expected = {}

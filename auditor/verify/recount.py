@@ -217,14 +217,13 @@ def _read_block(
         plaintext = _decrypt(out, opener, ciphertext, aad, cid, "votes", i)
         if plaintext is None:
             continue
+        vote = None
         read = reader.read_noted(plaintext)  # canonical and naming the block's template: the bytes tell
         if read is not None:
             vote, notes = read
             if noted.valid(notes):
                 rows.answers.add_noted(template_cid, cid, leaf, i, vote.nonce, [note[3] for note in notes])
                 continue
-        else:
-            vote = None
         if vote is None:
             # it decrypts but is no vote: BAL-VALID (§6)
             vote = _parse(out, plaintext, cid, "votes", i, VoteEntry, "BAL-VALID")
